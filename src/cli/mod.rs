@@ -1,0 +1,67 @@
+//! The `sdtp` command line: clap types and the wiring from arguments to the library.
+//! Model logic lives in the library modules; this only connects and prints.
+
+mod generate;
+mod session;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use session::Session;
+
+/// Long-context Llama-family inference with Saliency-driven Dynamic Token Pruning (SDTP).
+#[derive(Parser, Debug)]
+#[command(name = "sdtp", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate text from a prompt, with or without pruning the prefill.
+    Generate(generate::GenerateArgs),
+}
+
+/// Which model to run and where.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A .gguf file, a HF-layout folder, a hub id (org/name) from the local hf-hub cache, or
+    /// synthetic:<preset> (llama2-7b, llama3-8b, mistral-7b, qwen2-7b, smollm2-135m, tiny;
+    /// random weights for speed measurement, meaningless text). Default: SmolLM2-135M-Instruct
+    /// as fetched by scripts/fetch_model.sh.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// auto (bf16 on CUDA, f32 on CPU), f32, f16 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Seed for sampling, the random scorer and synthetic weights.
+    #[arg(long, default_value_t = 299_792_458)]
+    pub seed: u64,
+}
+
+/// How the prefill is pruned and where its per-layer log goes.
+#[derive(Args, Debug, Clone)]
+pub struct PruneArgs {
+    /// A preset (none, keep09, keep08, keep07, paper) or a schedule TOML file.
+    #[arg(long, default_value = "none")]
+    pub schedule: String,
+    /// Override the schedule's scorer: learned, attention, norm or random.
+    #[arg(long)]
+    pub scorer: Option<String>,
+    /// Per-layer JSONL log of every prefill.
+    #[arg(long, default_value = "debug/prune_log.jsonl")]
+    pub prune_log: std::path::PathBuf,
+    /// Write no prune log.
+    #[arg(long)]
+    pub no_prune_log: bool,
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate(args) => generate::run(args),
+    }
+}

@@ -1,0 +1,78 @@
+//! Everything a command needs before its first token: model, device, schedule and scorer,
+//! resolved in the order that makes bad input fail fast (config and schedule before the
+//! weights load).
+
+use anyhow::{Context, Result};
+use candle_core::DType;
+
+use super::{ModelArgs, PruneArgs};
+use crate::device::{open_device, resolve_dtype, DTypeRequest, DeviceRequest};
+use crate::model::load::{load_model, read_config, LoadedModel, ModelSource};
+use crate::prune::schedule::{PruneSchedule, ScorerKind};
+use crate::prune::scorer::{build_scorer, check_scorer_before_load, Scorer};
+
+pub struct Session {
+    pub loaded: LoadedModel,
+    pub dtype: DType,
+    pub seed: u64,
+}
+
+impl Session {
+    /// Resolves the model source and `schedules` against its config, checks the device and
+    /// dtype, then loads the weights. Returns the session and the resolved schedules.
+    pub fn open(model: &ModelArgs, schedules: &[&PruneArgs]) -> Result<(Self, Vec<PruneSchedule>)> {
+        let source = ModelSource::resolve(model.model.as_deref())?;
+        let config = read_config(&source)?;
+        let resolved = schedules
+            .iter()
+            .map(|args| resolve_schedule(args, &config))
+            .collect::<Result<Vec<_>>>()?;
+        let device = open_device(model.device.parse::<DeviceRequest>()?)?;
+        let dtype = resolve_dtype(model.dtype.parse::<DTypeRequest>()?, &device)?;
+        if source.is_synthetic() {
+            tracing::warn!(
+                "{} has random weights: its timings are real, its text is meaningless",
+                source.display_name()
+            );
+        }
+        let loaded = load_model(&source, &device, dtype, model.seed)?;
+        Ok((
+            Self {
+                loaded,
+                dtype,
+                seed: model.seed,
+            },
+            resolved,
+        ))
+    }
+
+    pub fn scorer(&self, schedule: &PruneSchedule) -> Result<Box<dyn Scorer>> {
+        let model = &self.loaded.model;
+        build_scorer(schedule, model.config(), model.device(), self.seed)
+    }
+
+    pub fn model_name(&self) -> String {
+        self.loaded.source.display_name()
+    }
+}
+
+/// A preset or TOML schedule for this model, with `--scorer` applied and any predictor
+/// checked, all before the weights load.
+fn resolve_schedule(
+    args: &PruneArgs,
+    config: &crate::model::config::ModelConfig,
+) -> Result<PruneSchedule> {
+    let resolution = PruneSchedule::resolve(&args.schedule, config.num_hidden_layers)?;
+    if let Some(note) = &resolution.mapping {
+        tracing::info!("{note}");
+    }
+    let mut schedule = resolution.schedule;
+    if let Some(name) = &args.scorer {
+        schedule.scorer = Some(name.parse::<ScorerKind>()?);
+        schedule
+            .validate(config.num_hidden_layers)
+            .context("after applying --scorer")?;
+    }
+    check_scorer_before_load(&schedule, config)?;
+    Ok(schedule)
+}

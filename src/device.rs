@@ -1,0 +1,139 @@
+//! `--device` and `--dtype`: parsing, availability checks, and the device clock helpers.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+
+/// What the user asked for with `--device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRequest {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceRequest {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(ordinal)) => Ok(Self::Cuda(ordinal)),
+                _ => bail!("unknown device \"{s}\" (use auto, cpu, cuda or cuda:N)"),
+            },
+        }
+    }
+}
+
+/// What the user asked for with `--dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DTypeRequest {
+    Auto,
+    Exact(DType),
+}
+
+impl std::str::FromStr for DTypeRequest {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "f32" => Ok(Self::Exact(DType::F32)),
+            "f16" => Ok(Self::Exact(DType::F16)),
+            "bf16" => Ok(Self::Exact(DType::BF16)),
+            _ => bail!("unknown dtype \"{s}\" (use auto, f32, f16 or bf16)"),
+        }
+    }
+}
+
+/// Opens the requested device. CUDA in a build without the `cuda` feature is an error that
+/// says how to get one, rather than a silent fall back to the CPU.
+pub fn open_device(request: DeviceRequest) -> Result<Device> {
+    match request {
+        DeviceRequest::Cpu => Ok(Device::Cpu),
+        DeviceRequest::Auto if candle_core::utils::cuda_is_available() => Ok(Device::new_cuda(0)?),
+        DeviceRequest::Auto => Ok(Device::Cpu),
+        DeviceRequest::Cuda(ordinal) => {
+            if !candle_core::utils::cuda_is_available() {
+                bail!(
+                    "device cuda:{ordinal} requested but this sdtp was built without CUDA; \
+                     build with scripts/build_cuda.sh (cargo build --features cuda) or use --device cpu"
+                );
+            }
+            Device::new_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))
+        }
+    }
+}
+
+/// Resolves `--dtype` for `device` (auto: bf16 on CUDA, f32 on CPU) and checks that the
+/// device can run a matmul and a softmax in it, so an unsupported pair fails at start-up.
+pub fn resolve_dtype(request: DTypeRequest, device: &Device) -> Result<DType> {
+    let dtype = match request {
+        DTypeRequest::Auto if device.is_cuda() => DType::BF16,
+        DTypeRequest::Auto => DType::F32,
+        DTypeRequest::Exact(dtype) => dtype,
+    };
+    let probe = || -> candle_core::Result<()> {
+        let x = Tensor::ones((2, 2), DType::F32, device)?.to_dtype(dtype)?;
+        let y = candle_nn::ops::softmax_last_dim(&x.matmul(&x)?)?;
+        y.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+        Ok(())
+    };
+    probe().map_err(|e| {
+        anyhow::anyhow!(
+            "dtype {} is not supported on {}: {e}; use --dtype f32",
+            dtype.as_str(),
+            device_name(device)
+        )
+    })?;
+    Ok(dtype)
+}
+
+/// A human name for reports: "cpu" or "cuda:0".
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// Waits for queued device work, so a clock read after it measures the work itself.
+pub fn synchronize(device: &Device) -> Result<()> {
+    device
+        .synchronize()
+        .context("device synchronisation failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices() {
+        assert_eq!("cpu".parse::<DeviceRequest>().unwrap(), DeviceRequest::Cpu);
+        assert_eq!(
+            "cuda:3".parse::<DeviceRequest>().unwrap(),
+            DeviceRequest::Cuda(3)
+        );
+        let err = "tpu".parse::<DeviceRequest>().unwrap_err().to_string();
+        assert!(err.contains("unknown device \"tpu\""), "{err}");
+        assert!("cuda:x".parse::<DeviceRequest>().is_err());
+    }
+
+    #[test]
+    fn parses_dtypes_and_auto_is_f32_on_cpu() {
+        assert!("f8".parse::<DTypeRequest>().is_err());
+        let dtype = resolve_dtype(DTypeRequest::Auto, &Device::Cpu).unwrap();
+        assert_eq!(dtype, DType::F32);
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_says_how_to_build_it() {
+        let err = open_device(DeviceRequest::Cuda(0)).unwrap_err().to_string();
+        assert!(err.contains("built without CUDA"), "{err}");
+    }
+}

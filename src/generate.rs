@@ -1,0 +1,133 @@
+//! The decode loop over a `PrefillOutput`: sampling, and one token at a time through every
+//! layer's cache, continuing positions from the original (unpruned) prompt length.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::Tensor;
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+
+use crate::device::synchronize;
+use crate::model::cache::KvCache;
+use crate::model::llama::Llama;
+use crate::prefill::PrefillOutput;
+
+/// How the next token is picked. `temperature <= 0` is greedy (arg max).
+#[derive(Debug, Clone)]
+pub struct SamplingConfig {
+    pub temperature: f64,
+    pub top_p: Option<f64>,
+    pub top_k: Option<usize>,
+    pub seed: u64,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_p: None,
+            top_k: None,
+            seed: 299_792_458,
+        }
+    }
+}
+
+impl SamplingConfig {
+    fn processor(&self) -> LogitsProcessor {
+        let sampling = if self.temperature <= 0.0 {
+            Sampling::ArgMax
+        } else {
+            let temperature = self.temperature;
+            match (self.top_k, self.top_p) {
+                (None, None) => Sampling::All { temperature },
+                (Some(k), None) => Sampling::TopK { k, temperature },
+                (None, Some(p)) => Sampling::TopP { p, temperature },
+                (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
+            }
+        };
+        LogitsProcessor::from_sampling(self.seed, sampling)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DecodeOutput {
+    pub tokens: Vec<u32>,
+    /// Wall time of the decode steps (device synchronised), excluding the prefill.
+    pub decode_secs: f64,
+    pub stopped_at_eos: bool,
+    /// Generation stopped because the model's context was full.
+    pub stopped_at_context: bool,
+}
+
+/// Generates up to `max_new_tokens` after `input_ids`, starting from `prefill` (which must be
+/// the prefill of exactly `input_ids`). Each token is handed to `on_token` as it is made.
+pub fn generate(
+    model: &Llama,
+    input_ids: &[u32],
+    prefill: PrefillOutput,
+    sampling: &SamplingConfig,
+    max_new_tokens: usize,
+    eos_token_ids: &[u32],
+    mut on_token: impl FnMut(u32) -> Result<()>,
+) -> Result<DecodeOutput> {
+    if prefill.prompt_len != input_ids.len() {
+        anyhow::bail!(
+            "decode got {} input ids but the prefill was of {} tokens",
+            input_ids.len(),
+            prefill.prompt_len
+        );
+    }
+    let mut processor = sampling.processor();
+    let mut cache = prefill.cache;
+    let mut logits = prefill.last_logits;
+    let mut tokens = Vec::with_capacity(max_new_tokens);
+    let max_positions = model.config().max_position_embeddings;
+    let (mut stopped_at_eos, mut stopped_at_context) = (false, false);
+    synchronize(model.device())?;
+    let started = Instant::now();
+    while tokens.len() < max_new_tokens {
+        let next = processor.sample(&logits)?;
+        tokens.push(next);
+        on_token(next)?;
+        if eos_token_ids.contains(&next) {
+            stopped_at_eos = true;
+            break;
+        }
+        if tokens.len() == max_new_tokens {
+            break;
+        }
+        // The sampled token sits right after everything before it: the original prompt
+        // length, never the pruned one.
+        let position = input_ids.len() + tokens.len() - 1;
+        if position >= max_positions {
+            stopped_at_context = true;
+            break;
+        }
+        logits = decode_step(model, next, position as u32, &mut cache)?;
+    }
+    synchronize(model.device())?;
+    Ok(DecodeOutput {
+        tokens,
+        decode_secs: started.elapsed().as_secs_f64(),
+        stopped_at_eos,
+        stopped_at_context,
+    })
+}
+
+/// Runs one token at `position` through every layer, appending to each layer's cache, and
+/// returns its logits (vocab,) f32.
+pub fn decode_step(
+    model: &Llama,
+    token: u32,
+    position: u32,
+    cache: &mut KvCache,
+) -> Result<Tensor> {
+    let mut hidden = model.embed(&[token])?;
+    let positions = model.positions(vec![position])?;
+    for (layer, layer_cache) in model.layers().iter().zip(cache.layers.iter_mut()) {
+        hidden = layer
+            .forward(&hidden, &positions, model.rope(), layer_cache, None)?
+            .hidden;
+    }
+    Ok(model.last_logits(&hidden)?)
+}

@@ -1,0 +1,180 @@
+//! Causal grouped-query attention, computed one block of queries at a time so that no more
+//! than `heads × QUERY_BLOCK × keys` scores exist at once (a 32K prompt would otherwise need
+//! a 32K × 32K matrix per head).
+
+use candle_core::{DType, Result, Tensor, D};
+
+/// Queries per block. Bounds the score buffer; large enough to keep matmuls efficient.
+pub const QUERY_BLOCK: usize = 256;
+
+/// Attention of `q` (1, heads, t, d) over `k`/`v` (1, kv_heads, n, d), where the t queries
+/// are the last t of the n cached tokens: query i may see keys `0..=n - t + i`.
+/// Returns (1, heads, t, d) in the dtype of `q`.
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let (_, _, t, _) = q.dims4()?;
+    let mut blocks = Vec::with_capacity(t.div_ceil(QUERY_BLOCK));
+    let mut start = 0;
+    while start < t {
+        let len = QUERY_BLOCK.min(t - start);
+        let q_block = q.narrow(2, start, len)?;
+        let (probs, visible) = block_probabilities(&q_block, k, t - start)?;
+        let v_visible = v.narrow(2, 0, visible)?;
+        blocks.push(weighted_values(&probs, &v_visible, q.dtype())?);
+        start += len;
+    }
+    Tensor::cat(&blocks, 2)
+}
+
+/// Mean attention each key receives from the last `tail` queries, averaged over heads and
+/// queries: the training-free saliency used by the `attention` scorer (LazyLLM-style).
+/// Returns (n,) f32.
+pub fn tail_attention(q: &Tensor, k: &Tensor, tail: usize) -> Result<Tensor> {
+    let (_, heads, t, _) = q.dims4()?;
+    let tail = tail.clamp(1, t);
+    let n = k.dim(2)?;
+    let mut total: Option<Tensor> = None;
+    let mut start = t - tail;
+    while start < t {
+        let len = QUERY_BLOCK.min(t - start);
+        let (probs, visible) = block_probabilities(&q.narrow(2, start, len)?, k, t - start)?;
+        // (kv_heads, groups, len, visible) -> (visible,), padded to n with zeros for the keys
+        // these queries cannot see yet.
+        let summed = probs.sum(0)?.sum(0)?.sum(0)?;
+        let summed = if visible < n {
+            Tensor::cat(
+                &[
+                    &summed,
+                    &Tensor::zeros(n - visible, DType::F32, q.device())?,
+                ],
+                0,
+            )?
+        } else {
+            summed
+        };
+        total = Some(match total {
+            Some(acc) => (acc + summed)?,
+            None => summed,
+        });
+        start += len;
+    }
+    match total {
+        Some(total) => total / (heads * tail) as f64,
+        None => candle_core::bail!("tail attention over an empty sequence"),
+    }
+}
+
+/// Softmax probabilities (f32) of a block of queries that are followed by `remaining - len`
+/// more queries, as (kv_heads, groups, len, visible). Keys beyond the block's last query are
+/// never read, so `visible = n - (remaining - len)`.
+fn block_probabilities(q_block: &Tensor, k: &Tensor, remaining: usize) -> Result<(Tensor, usize)> {
+    let (_, heads, len, dim) = q_block.dims4()?;
+    let (_, kv_heads, n, _) = k.dims4()?;
+    if remaining > n || len > remaining {
+        candle_core::bail!("attention: {remaining} queries cannot follow {n} keys");
+    }
+    let groups = heads / kv_heads;
+    let visible = n - (remaining - len);
+    let first_query_index = visible - len;
+    let q_grouped = q_block
+        .reshape((kv_heads, groups * len, dim))?
+        .to_dtype(DType::F32)?;
+    let k_visible = k.narrow(2, 0, visible)?.squeeze(0)?.to_dtype(DType::F32)?;
+    let scale = 1.0 / (dim as f64).sqrt();
+    let scores =
+        (q_grouped.matmul(&k_visible.t()?)? * scale)?.reshape((kv_heads, groups, len, visible))?;
+    let mask = causal_mask(len, visible, first_query_index, q_block.device())?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+    Ok((probs, visible))
+}
+
+/// (len, visible) additive mask: query r (absolute index `first + r`) sees keys `0..=first + r`.
+fn causal_mask(
+    len: usize,
+    visible: usize,
+    first: usize,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..len)
+        .flat_map(|r| {
+            (0..visible).map(move |j| {
+                if j <= first + r {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(mask, (len, visible), device)
+}
+
+fn weighted_values(probs: &Tensor, v: &Tensor, dtype: DType) -> Result<Tensor> {
+    let (kv_heads, groups, len, visible) = probs.dims4()?;
+    let dim = v.dim(D::Minus1)?;
+    let out = probs
+        .reshape((kv_heads, groups * len, visible))?
+        .to_dtype(dtype)?
+        .matmul(&v.squeeze(0)?.contiguous()?)?;
+    out.reshape((1, kv_heads * groups, len, dim))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Textbook attention with the whole n×n matrix and repeated kv heads.
+    fn naive(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let (_, heads, t, dim) = q.dims4()?;
+        let (_, kv_heads, n, _) = k.dims4()?;
+        let groups = heads / kv_heads;
+        let rep = |x: &Tensor| -> Result<Tensor> {
+            let (_, h, n, d) = x.dims4()?;
+            x.unsqueeze(2)?
+                .expand((1, h, groups, n, d))?
+                .reshape((1, h * groups, n, d))
+        };
+        let (k, v) = (rep(k)?, rep(v)?);
+        let scores = (q.matmul(&k.t()?)? / (dim as f64).sqrt())?;
+        let mask = causal_mask(t, n, n - t, q.device())?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+        probs.matmul(&v.contiguous()?)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
+    #[test]
+    fn blocked_matches_naive_across_block_edges_and_gqa() -> Result<()> {
+        let dev = Device::Cpu;
+        for (t, n) in [
+            (1, 1),
+            (7, 7),
+            (QUERY_BLOCK + 3, QUERY_BLOCK + 3),
+            (1, 40),
+            (300, 520),
+        ] {
+            let q = Tensor::randn(0f32, 1.0, (1, 6, t, 8), &dev)?;
+            let k = Tensor::randn(0f32, 1.0, (1, 2, n, 8), &dev)?;
+            let v = Tensor::randn(0f32, 1.0, (1, 2, n, 8), &dev)?;
+            let d = max_diff(&causal_attention(&q, &k, &v)?, &naive(&q, &k, &v)?)?;
+            assert!(d < 1e-5, "t={t} n={n} diff={d}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn tail_attention_is_a_mean_distribution() -> Result<()> {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (1, 4, 50, 8), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (1, 2, 50, 8), &dev)?;
+        let scores = tail_attention(&q, &k, 5)?;
+        assert_eq!(scores.dims1()?, 50);
+        let total = scores.sum_all()?.to_scalar::<f32>()?;
+        assert!((total - 1.0).abs() < 1e-5, "{total}");
+        // The last token is seen only by the last query.
+        assert!(scores.to_vec1::<f32>()?.iter().all(|s| *s >= 0.0));
+        Ok(())
+    }
+}

@@ -1,0 +1,287 @@
+//! Our Llama-family model (Llama 2/3, Mistral, Qwen2, SmolLM2): public layers that take an
+//! explicit positions tensor, so the pruned prefill can run them one by one.
+//!
+//! Weight names follow the HF checkpoints (`model.layers.{i}.self_attn.q_proj`); the GGUF
+//! backend maps llama.cpp's names onto them.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
+
+use super::attention;
+use super::cache::LayerCache;
+use super::config::ModelConfig;
+use super::rope::RotaryEmbedding;
+
+/// Token positions of the rows of a hidden-state tensor, with their RoPE angles.
+#[derive(Debug, Clone)]
+pub struct Positions {
+    ids: Vec<u32>,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Positions {
+    pub fn new(
+        ids: Vec<u32>,
+        rope: &RotaryEmbedding,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let tensor = Tensor::new(ids.as_slice(), device)?;
+        let (cos, sin) = rope.cos_sin(&tensor, dtype)?;
+        Ok(Self { ids, cos, sin })
+    }
+
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// What a layer's forward returns besides its output.
+pub struct LayerOutput {
+    /// (1, len, hidden)
+    pub hidden: Tensor,
+    /// Mean attention (n,) f32 each token got from the last queries, when it was asked for.
+    pub tail_attention: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    if bias {
+        candle_nn::linear(in_dim, out_dim, vb)
+    } else {
+        candle_nn::linear_no_bias(in_dim, out_dim, vb)
+    }
+}
+
+impl Attention {
+    fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        let q_out = cfg.num_attention_heads * d;
+        let kv_out = cfg.num_key_value_heads * d;
+        let bias = cfg.attention_bias;
+        Ok(Self {
+            q_proj: linear(h, q_out, bias, vb.pp("q_proj"))?,
+            k_proj: linear(h, kv_out, bias, vb.pp("k_proj"))?,
+            v_proj: linear(h, kv_out, bias, vb.pp("v_proj"))?,
+            o_proj: linear(q_out, h, false, vb.pp("o_proj"))?,
+            num_heads: cfg.num_attention_heads,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: d,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        positions: &Positions,
+        rope: &RotaryEmbedding,
+        cache: &mut LayerCache,
+        tail_queries: Option<usize>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (b, t, _) = x.dims3()?;
+        let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
+            proj.forward(x)?
+                .reshape((b, t, n, self.head_dim))?
+                .transpose(1, 2)
+        };
+        let q = rope.apply(
+            &heads(&self.q_proj, self.num_heads)?,
+            &positions.cos,
+            &positions.sin,
+        )?;
+        let k = rope.apply(
+            &heads(&self.k_proj, self.num_kv_heads)?,
+            &positions.cos,
+            &positions.sin,
+        )?;
+        let v = heads(&self.v_proj, self.num_kv_heads)?;
+        let (k_all, v_all) = cache.append(&k, &v, positions.ids())?;
+        let tail = match tail_queries {
+            Some(n) => Some(attention::tail_attention(&q, &k_all, n)?),
+            None => None,
+        };
+        let y = attention::causal_attention(&q, &k_all, &v_all)?
+            .transpose(1, 2)?
+            .reshape((b, t, self.num_heads * self.head_dim))?;
+        Ok((self.o_proj.forward(&y)?, tail))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: candle_nn::linear_no_bias(h, i, vb.pp("gate_proj"))?,
+            up_proj: candle_nn::linear_no_bias(h, i, vb.pp("up_proj"))?,
+            down_proj: candle_nn::linear_no_bias(i, h, vb.pp("down_proj"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    }
+}
+
+/// One transformer block: pre-norm attention and pre-norm SwiGLU MLP with residuals.
+#[derive(Debug, Clone)]
+pub struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl DecoderLayer {
+    fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        Ok(Self {
+            input_layernorm: candle_nn::rms_norm(h, eps, vb.pp("input_layernorm"))?,
+            self_attn: Attention::load(vb.pp("self_attn"), cfg)?,
+            post_attention_layernorm: candle_nn::rms_norm(
+                h,
+                eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
+            mlp: Mlp::load(vb.pp("mlp"), cfg)?,
+        })
+    }
+
+    /// Runs the block on `hidden` (1, len, hidden) whose rows sit at `positions`, appending
+    /// their keys and values to `cache`; the new rows attend causally to everything cached.
+    /// With `tail_queries = Some(m)` it also returns the attention the last m queries paid
+    /// to each cached token.
+    pub fn forward(
+        &self,
+        hidden: &Tensor,
+        positions: &Positions,
+        rope: &RotaryEmbedding,
+        cache: &mut LayerCache,
+        tail_queries: Option<usize>,
+    ) -> Result<LayerOutput> {
+        let (attn, tail_attention) = self.self_attn.forward(
+            &self.input_layernorm.forward(hidden)?,
+            positions,
+            rope,
+            cache,
+            tail_queries,
+        )?;
+        let hidden = (hidden + attn)?;
+        let mlp = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&hidden)?)?;
+        Ok(LayerOutput {
+            hidden: (hidden + mlp)?,
+            tail_attention,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Llama {
+    embed_tokens: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: RotaryEmbedding,
+    config: ModelConfig,
+    dtype: DType,
+    device: Device,
+}
+
+impl Llama {
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let embed_tokens =
+            candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("model.embed_tokens"))?;
+        let lm_head = if cfg.tie_word_embeddings {
+            Linear::new(embed_tokens.embeddings().clone(), None)
+        } else {
+            candle_nn::linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_head"))?
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::load(vb.pp(format!("model.layers.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm: candle_nn::rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("model.norm"))?,
+            lm_head,
+            rope: RotaryEmbedding::new(cfg, vb.device())?,
+            config: cfg.clone(),
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn layers(&self) -> &[DecoderLayer] {
+        &self.layers
+    }
+
+    pub fn rope(&self) -> &RotaryEmbedding {
+        &self.rope
+    }
+
+    /// (1, len, hidden) embeddings of `ids`.
+    pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        let ids = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
+        self.embed_tokens.forward(&ids)
+    }
+
+    pub fn positions(&self, ids: Vec<u32>) -> Result<Positions> {
+        Positions::new(ids, &self.rope, self.dtype, &self.device)
+    }
+
+    /// Final norm and lm_head of the given rows only, (1, rows, hidden) -> (rows, vocab) f32.
+    /// Prefill asks for its last row alone: the full-prompt logits would cost
+    /// len × vocab × hidden for nothing.
+    pub fn logits(&self, rows: &Tensor) -> Result<Tensor> {
+        self.lm_head
+            .forward(&self.norm.forward(rows)?)?
+            .squeeze(0)?
+            .to_dtype(DType::F32)
+    }
+
+    /// Logits of the last row of `hidden` (1, len, hidden) as (vocab,) f32.
+    pub fn last_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let len = hidden.dim(1)?;
+        self.logits(&hidden.narrow(1, len - 1, 1)?)?.squeeze(0)
+    }
+}

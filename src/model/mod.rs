@@ -1,0 +1,11 @@
+//! The Llama-family model and everything needed to load it.
+
+pub mod attention;
+pub mod cache;
+pub mod config;
+pub mod llama;
+pub mod load;
+pub mod rope;
+pub mod text;
+pub mod tokenizer;
+pub mod weights;

@@ -1,0 +1,3 @@
+pub mod schedule;
+pub mod scorer;
+pub mod select;
