@@ -6,5 +6,6 @@ pub mod device;
 pub mod generate;
 pub mod model;
 pub mod prefill;
+pub mod profile;
 pub mod prune;
 pub mod stats;

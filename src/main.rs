@@ -15,8 +15,11 @@ fn main() -> ExitCode {
     match sdtp::cli::run(sdtp::cli::Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes joined, never a panic or a backtrace.
-            eprintln!("error: {e:#}");
+            // One line: the error and its causes joined. candle appends a backtrace to its
+            // errors when RUST_BACKTRACE is set; that stays available at debug level.
+            let full = format!("{e:#}");
+            tracing::debug!("full error: {full}");
+            eprintln!("error: {}", full.lines().next().unwrap_or_default());
             ExitCode::FAILURE
         }
     }

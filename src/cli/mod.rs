@@ -2,6 +2,7 @@
 //! Model logic lives in the library modules; this only connects and prints.
 
 mod generate;
+mod profile;
 mod session;
 
 use clap::{Args, Parser, Subcommand};
@@ -20,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Generate text from a prompt, with or without pruning the prefill.
     Generate(generate::GenerateArgs),
+    /// Benchmark the unpruned baseline against SDTP schedules (llama-bench style).
+    Profile(profile::ProfileArgs),
 }
 
 /// Which model to run and where.
@@ -63,5 +66,6 @@ pub struct PruneArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Profile(args) => profile::run(args),
     }
 }

@@ -1,0 +1,380 @@
+//! `sdtp profile end2end|prefill|plot|prompt`: argument checks, wiring to
+//! `crate::profile`, and where the report goes (stdout, `--json`, `--csv`).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{ModelArgs, PruneArgs, Session};
+use crate::device::device_name;
+use crate::model::config::ModelConfig;
+use crate::model::load::{read_config, ModelSource};
+use crate::profile::harness::{self, Contender, HarnessConfig, ProfileKind, Sinks};
+use crate::profile::memory::PeakMemory;
+use crate::profile::prompt::{PromptSource, SHIPPED_TEXT_PATH};
+use crate::profile::report::{
+    write_atomic, MemoryInfo, ModelInfo, ProfileReport, PromptInfo, Settings, GIT_COMMIT,
+    SCHEMA_VERSION, SDTP_VERSION,
+};
+use crate::profile::table::{render_markdown, render_table, Format};
+use crate::profile::{plot, report};
+use crate::prune::schedule::PruneSchedule;
+use crate::stats::{new_run_id, PruneLog};
+
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    #[command(subcommand)]
+    pub command: ProfileCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProfileCommand {
+    /// Prefill then decode: prefill, time to first token, decode tokens/s and total time of
+    /// the unpruned baseline and each schedule, with speedups.
+    End2end(RunArgs),
+    /// Prefill and first token only, baseline against each schedule.
+    Prefill(RunArgs),
+    /// Draw an SVG of a `--json` report: prefill time and speedup against prompt length.
+    Plot(PlotArgs),
+    /// Print the text of the first N tokens of the shipped benchmark text (a prompt file
+    /// for `sdtp generate`).
+    Prompt(PromptArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt lengths in tokens: repeat the flag or give a comma list (--length 1024,4096).
+    #[arg(long = "length", value_delimiter = ',', required = true)]
+    pub lengths: Vec<usize>,
+    /// Schedules compared with the unpruned baseline (which always runs): presets (keep09,
+    /// keep08, keep07, paper) or TOML files; repeat the flag or give a comma list.
+    #[arg(long = "schedule", value_delimiter = ',', default_value = "keep09")]
+    pub schedules: Vec<String>,
+    /// Override the schedules' scorer: learned, attention, norm or random.
+    #[arg(long)]
+    pub scorer: Option<String>,
+    /// Tokens generated per end2end run (default 128; always exactly this many: end of
+    /// sequence does not stop a profiled run).
+    #[arg(long)]
+    pub new_tokens: Option<usize>,
+    /// Measured repetitions per length and mode.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Unmeasured runs per length and mode before the measured ones.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Write the full report (every repetition) as JSON; schema in docs/profile.md.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write one summary row per length and mode as CSV.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// How stdout shows the report.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Skip lengths the model's context cannot take, with a message, instead of failing.
+    #[arg(long)]
+    pub skip_too_long: bool,
+    /// No progress bar and no progress messages on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Per-layer JSONL log of every measured pruned prefill (baseline and warm-ups are not
+    /// logged).
+    #[arg(long, default_value = "debug/prune_log.jsonl")]
+    pub prune_log: PathBuf,
+    /// Write no prune log.
+    #[arg(long)]
+    pub no_prune_log: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// A report written by `sdtp profile … --json`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The SVG to write (default: the input with .svg).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PromptArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Tokens of the shipped text to print.
+    #[arg(long)]
+    pub length: usize,
+}
+
+pub fn run(args: ProfileArgs) -> Result<()> {
+    match args.command {
+        ProfileCommand::End2end(run_args) => {
+            let new_tokens = run_args.new_tokens.unwrap_or(128);
+            if new_tokens == 0 {
+                bail!("--new-tokens 0: end2end needs at least one token; use `sdtp profile prefill` to time the prefill alone");
+            }
+            profile(run_args, ProfileKind::End2End { new_tokens })
+        }
+        ProfileCommand::Prefill(run_args) => {
+            if run_args.new_tokens.is_some() {
+                bail!("`sdtp profile prefill` generates only the first token; use `sdtp profile end2end --new-tokens N` to time decoding");
+            }
+            profile(run_args, ProfileKind::Prefill)
+        }
+        ProfileCommand::Plot(plot_args) => plot_report(plot_args),
+        ProfileCommand::Prompt(prompt_args) => print_prompt(prompt_args),
+    }
+}
+
+/// Positions a run of `length` prompt tokens needs: the prompt and every generated token
+/// but the last, which is sampled and never fed back.
+fn positions_needed(length: usize, kind: ProfileKind) -> usize {
+    length + kind.generated_tokens() - 1
+}
+
+/// The lengths to run, in the order given without repeats; lengths the context cannot
+/// take are an error, or skipped with a message under `--skip-too-long`.
+fn checked_lengths(args: &RunArgs, config: &ModelConfig, kind: ProfileKind) -> Result<Vec<usize>> {
+    let context = config.max_position_embeddings;
+    let mut lengths = Vec::new();
+    for &length in &args.lengths {
+        if length == 0 {
+            bail!("--length 0: a prompt needs at least one token");
+        }
+        if lengths.contains(&length) {
+            continue;
+        }
+        let needed = positions_needed(length, kind);
+        if needed > context {
+            let generation = match kind {
+                ProfileKind::End2End { new_tokens } => format!(" with {new_tokens} new tokens"),
+                ProfileKind::Prefill => String::new(),
+            };
+            let message = format!(
+                "length {length}{generation} is above the model's context of {context} tokens \
+                 (it needs {needed} positions)"
+            );
+            if args.skip_too_long {
+                eprintln!("skipping {message}");
+                continue;
+            }
+            match (context + 1).saturating_sub(kind.generated_tokens()) {
+                0 => bail!("{message}; use fewer --new-tokens"),
+                max => bail!("{message}; use a --length of at most {max}"),
+            }
+        }
+        lengths.push(length);
+    }
+    if lengths.is_empty() {
+        bail!("no --length fits the model's context of {context} tokens");
+    }
+    Ok(lengths)
+}
+
+/// The schedules to compare, "none" dropped (the baseline always runs), names unique.
+fn schedule_args(args: &RunArgs) -> Result<Vec<PruneArgs>> {
+    let mut out: Vec<PruneArgs> = Vec::new();
+    for name in args.schedules.iter().map(|s| s.trim()) {
+        if name.is_empty() || name == "none" {
+            continue;
+        }
+        if out.iter().any(|p| p.schedule == name) {
+            bail!("--schedule {name} is given twice");
+        }
+        out.push(PruneArgs {
+            schedule: name.to_string(),
+            scorer: args.scorer.clone(),
+            prune_log: args.prune_log.clone(),
+            no_prune_log: args.no_prune_log,
+        });
+    }
+    Ok(out)
+}
+
+fn profile(args: RunArgs, kind: ProfileKind) -> Result<()> {
+    if args.repeats == 0 {
+        bail!("--repeats 0: at least one measured repetition is needed");
+    }
+    let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    // Everything that can be checked without the weights is checked before they load, and
+    // before any output file exists.
+    let source = ModelSource::resolve(args.model.model.as_deref())?;
+    let config = read_config(&source)?;
+    let lengths = checked_lengths(&args, &config, kind)?;
+    let prune_args = schedule_args(&args)?;
+    let (session, schedules) = Session::open(&args.model, &prune_args.iter().collect::<Vec<_>>())?;
+    let model = &session.loaded.model;
+    let num_layers = model.layers().len();
+
+    let mut contenders = vec![Contender::baseline()];
+    for (schedule, pa) in schedules.into_iter().zip(&prune_args) {
+        let mapping = PruneSchedule::resolve(&pa.schedule, num_layers)
+            .ok()
+            .and_then(|r| r.mapping);
+        if contenders.iter().any(|c| c.info.mode == schedule.name) {
+            bail!(
+                "two schedules are named {:?}; give the TOML files different `name`s",
+                schedule.name
+            );
+        }
+        contenders.push(Contender::schedule(schedule, mapping));
+    }
+
+    // Tokenisation: once, outside every clock.
+    let prompts = PromptSource::shipped(&session.loaded.codec, model.config().vocab_size)?;
+    let runs = lengths.len() * (args.warmup + args.repeats) * contenders.len();
+    let progress = progress_bar(args.quiet, runs)?;
+    if !args.quiet && progress.is_hidden() {
+        eprintln!(
+            "profiling {} length(s) × {} mode(s) × ({} warm-up + {} measured) = {runs} runs",
+            lengths.len(),
+            contenders.len(),
+            args.warmup,
+            args.repeats
+        );
+    }
+    let mut prune_log = if args.no_prune_log || contenders.len() < 2 {
+        None
+    } else {
+        Some(PruneLog::open(&args.prune_log)?)
+    };
+    let model_name = session.model_name();
+    let run_id = new_run_id();
+    let results = harness::run(
+        model,
+        &prompts,
+        &contenders,
+        &HarnessConfig {
+            kind,
+            lengths: &lengths,
+            repeats: args.repeats,
+            warmup: args.warmup,
+            seed: session.seed,
+            model_name: &model_name,
+        },
+        &mut Sinks {
+            progress: &progress,
+            prune_log: prune_log.as_mut(),
+            run_id: &run_id,
+        },
+    )?;
+    progress.finish_and_clear();
+
+    let memory = PeakMemory::for_device(model.device());
+    let cfg = model.config();
+    let report = ProfileReport {
+        schema_version: SCHEMA_VERSION,
+        sdtp_version: SDTP_VERSION.to_string(),
+        git_commit: GIT_COMMIT.to_string(),
+        date,
+        command: kind.name().to_string(),
+        model: ModelInfo {
+            name: model_name,
+            synthetic: session.loaded.source.is_synthetic(),
+            architecture: format!("{:?}", cfg.architecture).to_lowercase(),
+            num_layers: cfg.num_hidden_layers,
+            hidden_size: cfg.hidden_size,
+            intermediate_size: cfg.intermediate_size,
+            num_attention_heads: cfg.num_attention_heads,
+            num_key_value_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+            vocab_size: cfg.vocab_size,
+            context_length: cfg.max_position_embeddings,
+        },
+        device: device_name(model.device()),
+        dtype: session.dtype.as_str().to_string(),
+        cpu_threads: candle_core::utils::get_num_threads(),
+        settings: Settings {
+            repeats: args.repeats,
+            warmup: args.warmup,
+            new_tokens: match kind {
+                ProfileKind::End2End { new_tokens } => new_tokens,
+                ProfileKind::Prefill => 0,
+            },
+            seed: session.seed,
+            sampling: "greedy".to_string(),
+            stop_at_eos: false,
+            order: "abba".to_string(),
+        },
+        prompt: PromptInfo {
+            source: SHIPPED_TEXT_PATH.to_string(),
+            source_tokens: prompts.len(),
+            bos: false,
+        },
+        memory: MemoryInfo {
+            kind: memory.kind(),
+            description: memory.describe().to_string(),
+        },
+        schedules: contenders.iter().map(|c| c.info.clone()).collect(),
+        results,
+    };
+    emit(&report, &args)
+}
+
+/// Prints the report in `--format` and writes `--json` / `--csv`.
+fn emit(report: &ProfileReport, args: &RunArgs) -> Result<()> {
+    let json = report.to_json()?;
+    let csv = report.to_csv();
+    let shown = match args.format {
+        Format::Table => render_table(report),
+        Format::Md => render_markdown(report),
+        Format::Csv => csv.clone(),
+        Format::Json => json.clone(),
+    };
+    print!("{shown}");
+    if let Some(path) = &args.json {
+        write_atomic(path, json.as_bytes())?;
+    }
+    if let Some(path) = &args.csv {
+        write_atomic(path, csv.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn progress_bar(quiet: bool, runs: usize) -> Result<ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return Ok(ProgressBar::hidden());
+    }
+    let style = ProgressStyle::with_template(
+        "{bar:30.cyan/blue} {pos}/{len} runs · {elapsed_precise} (eta {eta}) · {msg}",
+    )
+    .context("progress bar template")?;
+    Ok(ProgressBar::new(runs as u64).with_style(style))
+}
+
+fn plot_report(args: PlotArgs) -> Result<()> {
+    let report = report::ProfileReport::read(&args.input)?;
+    let output = args
+        .output
+        .unwrap_or_else(|| args.input.with_extension("svg"));
+    let svg = plot::render_svg(&report)?;
+    write_atomic(&output, svg.as_bytes())?;
+    eprintln!("wrote {}", output.display());
+    Ok(())
+}
+
+fn print_prompt(args: PromptArgs) -> Result<()> {
+    if args.length == 0 {
+        bail!("--length 0: a prompt needs at least one token");
+    }
+    let (session, _) = Session::open(&args.model, &[])?;
+    let codec = &session.loaded.codec;
+    let prompts = PromptSource::shipped(codec, session.loaded.model.config().vocab_size)?;
+    let prompt = prompts.take(args.length);
+    let text = codec.decode(&prompt.ids)?;
+    let again = codec.encode(&text)?.len();
+    if again != args.length {
+        eprintln!(
+            "note: the text of {} tokens encodes back to {again} tokens (a cut inside a word)",
+            args.length
+        );
+    }
+    print!("{text}");
+    Ok(())
+}
