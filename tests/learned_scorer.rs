@@ -1,0 +1,168 @@
+//! The learned (SDTP MLP) scorer: loads a predictor file, checks it belongs to the model,
+//! and computes hidden → hidden/4 → GELU → 1 exactly.
+
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use sdtp::prefill::{prefill_with_pruning, PrefillOptions};
+use sdtp::prune::schedule::{PruneSchedule, ScorerKind, Stage};
+use sdtp::prune::scorer::{
+    build_scorer, model_fingerprint, ScoreInput, PREDICTOR_LAYERS_KEY, PREDICTOR_MODEL_KEY,
+};
+
+fn write_predictor(
+    path: &std::path::Path,
+    fingerprint: &str,
+    layers: &[usize],
+    hidden: usize,
+) -> HashMap<String, Tensor> {
+    let dev = Device::Cpu;
+    let mut tensors = HashMap::new();
+    for &l in layers {
+        let p = format!("layers.{l}");
+        tensors.insert(
+            format!("{p}.fc1.weight"),
+            Tensor::randn(0f32, 0.05, (hidden / 4, hidden), &dev).unwrap(),
+        );
+        tensors.insert(
+            format!("{p}.fc1.bias"),
+            Tensor::randn(0f32, 0.1, hidden / 4, &dev).unwrap(),
+        );
+        tensors.insert(
+            format!("{p}.fc2.weight"),
+            Tensor::randn(0f32, 0.3, (1, hidden / 4), &dev).unwrap(),
+        );
+        tensors.insert(
+            format!("{p}.fc2.bias"),
+            Tensor::zeros(1, DType::F32, &dev).unwrap(),
+        );
+    }
+    let metadata = HashMap::from([
+        (PREDICTOR_MODEL_KEY.to_string(), fingerprint.to_string()),
+        (
+            PREDICTOR_LAYERS_KEY.to_string(),
+            layers
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ]);
+    let views: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    candle_core::safetensors::save(&views.into_iter().collect::<HashMap<_, _>>(), path).unwrap();
+    // candle's save writes no metadata: rewrite with the safetensors crate to add it.
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let out = safetensors::serialize(st.tensors(), Some(metadata)).unwrap();
+    std::fs::write(path, out).unwrap();
+    tensors
+}
+
+/// exact GELU(x) = x/2 · (1 + erf(x/√2)), scalar reference.
+fn gelu(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))) as f32
+}
+
+/// The error function by its Taylor series: exact to f32 for the |x| < 3 that the small
+/// test weights give (larger |x| would cancel catastrophically).
+fn erf(x: f64) -> f64 {
+    let mut sum = x;
+    let mut term = x;
+    for n in 1..60 {
+        term *= -x * x / n as f64;
+        sum += term / (2 * n + 1) as f64;
+    }
+    2.0 / std::f64::consts::PI.sqrt() * sum
+}
+
+#[test]
+fn learned_scores_equal_a_hand_computed_mlp_and_drive_pruning() {
+    let tiny = common::load_tiny_model(9);
+    let cfg = tiny.model.config().clone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.safetensors");
+    let w = write_predictor(&path, &model_fingerprint(&cfg), &[1, 3], cfg.hidden_size);
+    let schedule = PruneSchedule {
+        name: "learned-test".into(),
+        stages: vec![
+            Stage {
+                layer: 1,
+                keep_ratio: 0.5,
+            },
+            Stage {
+                layer: 3,
+                keep_ratio: 0.5,
+            },
+        ],
+        min_head_tokens: 1,
+        min_tail_ratio: 0.05,
+        scorer: Some(ScorerKind::Learned),
+        predictor: Some(path.clone()),
+    };
+    let mut scorer = build_scorer(&schedule, &cfg, &Device::Cpu, 0).unwrap();
+    let hidden = Tensor::randn(0f32, 1.0, (1, 7, cfg.hidden_size), &Device::Cpu).unwrap();
+    let scores = scorer
+        .score(&ScoreInput {
+            layer: 3,
+            hidden: &hidden,
+            tail_attention: None,
+        })
+        .unwrap();
+
+    let rows = hidden.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+    let fc1 = w["layers.3.fc1.weight"].to_vec2::<f32>().unwrap();
+    let b1 = w["layers.3.fc1.bias"].to_vec1::<f32>().unwrap();
+    let fc2 = w["layers.3.fc2.weight"].to_vec2::<f32>().unwrap();
+    for (row, score) in rows.iter().zip(&scores) {
+        let inner: Vec<f32> = fc1
+            .iter()
+            .zip(&b1)
+            .map(|(wr, b)| gelu(wr.iter().zip(row).map(|(a, x)| a * x).sum::<f32>() + b))
+            .collect();
+        let want: f32 = fc2[0].iter().zip(&inner).map(|(a, x)| a * x).sum();
+        assert!((want - score).abs() < 1e-4, "{want} vs {score}");
+    }
+
+    let ids: Vec<u32> = (0..60).map(|i| (i * 31 + 5) % 512).collect();
+    let out = prefill_with_pruning(
+        &tiny.model,
+        &ids,
+        &schedule,
+        scorer.as_mut(),
+        &PrefillOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(out.kept.len(), 2);
+    assert_eq!(out.stats[1].scores.as_ref().unwrap().scorer, "learned");
+}
+
+#[test]
+fn a_predictor_missing_a_schedule_layer_is_refused() {
+    let tiny = common::load_tiny_model(9);
+    let cfg = tiny.model.config().clone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("partial.safetensors");
+    write_predictor(&path, &model_fingerprint(&cfg), &[1], cfg.hidden_size);
+    let schedule = PruneSchedule {
+        name: "needs-layer-2".into(),
+        stages: vec![Stage {
+            layer: 2,
+            keep_ratio: 0.5,
+        }],
+        min_head_tokens: 1,
+        min_tail_ratio: 0.05,
+        scorer: Some(ScorerKind::Learned),
+        predictor: Some(path),
+    };
+    let err = build_scorer(&schedule, &cfg, &Device::Cpu, 0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("no stage for layer 2"), "{err}");
+}
