@@ -75,37 +75,34 @@ fn block_probabilities(q_block: &Tensor, k: &Tensor, remaining: usize) -> Result
     let groups = heads / kv_heads;
     let visible = n - (remaining - len);
     let first_query_index = visible - len;
-    let q_grouped = q_block
-        .reshape((kv_heads, groups * len, dim))?
-        .to_dtype(DType::F32)?;
-    let k_visible = k.narrow(2, 0, visible)?.squeeze(0)?.to_dtype(DType::F32)?;
+    // Scale before the product so half-precision scores stay small; the product runs in the
+    // model's dtype (tensor cores on CUDA) and only the scores are widened to f32.
     let scale = 1.0 / (dim as f64).sqrt();
-    let scores =
-        (q_grouped.matmul(&k_visible.t()?)? * scale)?.reshape((kv_heads, groups, len, visible))?;
+    let q_grouped = (q_block.reshape((kv_heads, groups * len, dim))? * scale)?;
+    let k_visible = k.narrow(2, 0, visible)?.squeeze(0)?;
+    let scores = q_grouped
+        .matmul(&k_visible.t()?)?
+        .to_dtype(DType::F32)?
+        .reshape((kv_heads, groups, len, visible))?;
     let mask = causal_mask(len, visible, first_query_index, q_block.device())?;
     let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
     Ok((probs, visible))
 }
 
-/// (len, visible) additive mask: query r (absolute index `first + r`) sees keys `0..=first + r`.
+/// (len, visible) additive f32 mask, built on the device: query r (absolute index
+/// `first + r`) sees keys `0..=first + r`.
 fn causal_mask(
     len: usize,
     visible: usize,
     first: usize,
     device: &candle_core::Device,
 ) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..len)
-        .flat_map(|r| {
-            (0..visible).map(move |j| {
-                if j <= first + r {
-                    0.0
-                } else {
-                    f32::NEG_INFINITY
-                }
-            })
-        })
-        .collect();
-    Tensor::from_vec(mask, (len, visible), device)
+    let queries = Tensor::arange(first as u32, (first + len) as u32, device)?.reshape((len, 1))?;
+    let keys = Tensor::arange(0u32, visible as u32, device)?.reshape((1, visible))?;
+    let hidden = keys.broadcast_gt(&queries)?;
+    let zeros = Tensor::zeros((len, visible), DType::F32, device)?;
+    let neg_inf = Tensor::full(f32::NEG_INFINITY, (len, visible), device)?;
+    hidden.where_cond(&neg_inf, &zeros)
 }
 
 fn weighted_values(probs: &Tensor, v: &Tensor, dtype: DType) -> Result<Tensor> {
