@@ -4,6 +4,8 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
+use super::llama::Kernels;
+
 /// Queries per block. Bounds the score buffer; large enough to keep matmuls efficient.
 pub const QUERY_BLOCK: usize = 256;
 
@@ -11,13 +13,28 @@ pub const QUERY_BLOCK: usize = 256;
 /// are the last t of the n cached tokens: query i may see keys `0..=n - t + i`.
 /// Returns (1, heads, t, d) in the dtype of `q`.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(out) = super::flash::try_flash_attention(q, k, v)? {
+        return Ok(out);
+    }
+    causal_attention_with(q, k, v, Kernels::Fast)
+}
+
+/// [`causal_attention`] with the chosen softmax kernel: candle's fused `softmax_last_dim`
+/// has no backward, `Kernels::Differentiable` uses the basic-op `softmax`.
+pub fn causal_attention_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    kernels: Kernels,
+) -> Result<Tensor> {
     let (_, _, t, _) = q.dims4()?;
     let mut blocks = Vec::with_capacity(t.div_ceil(QUERY_BLOCK));
     let mut start = 0;
     while start < t {
         let len = QUERY_BLOCK.min(t - start);
         let q_block = q.narrow(2, start, len)?;
-        let (probs, visible) = block_probabilities(&q_block, k, t - start)?;
+        let (probs, visible) = block_probabilities(&q_block, k, t - start, kernels)?;
         let v_visible = v.narrow(2, 0, visible)?;
         blocks.push(weighted_values(&probs, &v_visible, q.dtype())?);
         start += len;
@@ -36,7 +53,8 @@ pub fn tail_attention(q: &Tensor, k: &Tensor, tail: usize) -> Result<Tensor> {
     let mut start = t - tail;
     while start < t {
         let len = QUERY_BLOCK.min(t - start);
-        let (probs, visible) = block_probabilities(&q.narrow(2, start, len)?, k, t - start)?;
+        let (probs, visible) =
+            block_probabilities(&q.narrow(2, start, len)?, k, t - start, Kernels::Fast)?;
         // (kv_heads, groups, len, visible) -> (visible,), padded to n with zeros for the keys
         // these queries cannot see yet.
         let summed = probs.sum(0)?.sum(0)?.sum(0)?;
@@ -66,7 +84,12 @@ pub fn tail_attention(q: &Tensor, k: &Tensor, tail: usize) -> Result<Tensor> {
 /// Softmax probabilities (f32) of a block of queries that are followed by `remaining - len`
 /// more queries, as (kv_heads, groups, len, visible). Keys beyond the block's last query are
 /// never read, so `visible = n - (remaining - len)`.
-fn block_probabilities(q_block: &Tensor, k: &Tensor, remaining: usize) -> Result<(Tensor, usize)> {
+fn block_probabilities(
+    q_block: &Tensor,
+    k: &Tensor,
+    remaining: usize,
+    kernels: Kernels,
+) -> Result<(Tensor, usize)> {
     let (_, heads, len, dim) = q_block.dims4()?;
     let (_, kv_heads, n, _) = k.dims4()?;
     if remaining > n || len > remaining {
@@ -85,7 +108,11 @@ fn block_probabilities(q_block: &Tensor, k: &Tensor, remaining: usize) -> Result
         .to_dtype(DType::F32)?
         .reshape((kv_heads, groups, len, visible))?;
     let mask = causal_mask(len, visible, first_query_index, q_block.device())?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+    let masked = scores.broadcast_add(&mask)?;
+    let probs = match kernels {
+        Kernels::Fast => candle_nn::ops::softmax_last_dim(&masked)?,
+        Kernels::Differentiable => candle_nn::ops::softmax(&masked, D::Minus1)?,
+    };
     Ok((probs, visible))
 }
 

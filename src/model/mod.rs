@@ -3,6 +3,8 @@
 pub mod attention;
 pub mod cache;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod flash;
 pub mod llama;
 pub mod load;
 pub mod rope;
