@@ -3,9 +3,11 @@
 
 pub mod cli;
 pub mod device;
+pub mod eval;
 pub mod generate;
 pub mod model;
 pub mod prefill;
 pub mod profile;
 pub mod prune;
 pub mod stats;
+pub mod train;

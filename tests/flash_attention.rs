@@ -44,7 +44,10 @@ fn fused_attention_matches_the_f32_reference() {
                 assert_eq!(fused.dims(), reference.dims());
                 let diff = max_abs_diff(&fused, &reference);
                 worst = worst.max(diff);
-                assert!(diff < 2e-2, "{dtype:?} d={d} t={t} n={n}: max abs diff {diff}");
+                // P is rounded to the input dtype before P·V (as in FlashAttention): about 2^-8
+                // relative for bf16 and 2^-11 for f16, on outputs of order 1.
+                let tolerance = if dtype == DType::BF16 { 4e-2 } else { 1e-2 };
+                assert!(diff < tolerance, "{dtype:?} d={d} t={t} n={n}: max abs diff {diff}");
             }
         }
     }

@@ -411,7 +411,7 @@ fn skip_too_long_drops_only_the_lengths_that_do_not_fit() {
     ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("skipping length 200000 is above the model's context"),
+        stderr.contains("skipped: length 200000 is above the model's context"),
         "{stderr}"
     );
     let report = read_json(&json);

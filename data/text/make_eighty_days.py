@@ -55,7 +55,7 @@ def main():
     for number, (numeral, chapter) in enumerate(zip(parts[1::2], parts[2::2]), start=1):
         paras = paragraphs(chapter.split("\n"))
         heading, paras = paras[0], paras[1:]
-        title = f"Chapter {numeral}: {heading[0]}{heading[1:].lower()}"
+        title = f"Chapter {numeral}. {heading}"
         record = {
             "id": f"eighty-days-{number:02d}",
             "title": title,

@@ -1,9 +1,11 @@
 //! The `sdtp` command line: clap types and the wiring from arguments to the library.
 //! Model logic lives in the library modules; this only connects and prints.
 
+mod eval;
 mod generate;
 mod profile;
 mod session;
+mod train;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -23,6 +25,14 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Benchmark the unpruned baseline against SDTP schedules (llama-bench style).
     Profile(profile::ProfileArgs),
+    /// Does pruning keep the answers? Agreement, perplexity, passkey and the speed–fidelity
+    /// sweep, baseline against schedules.
+    Eval(eval::EvalArgs),
+    /// Gradient × hidden saliency labels of the frozen model on a corpus, for training a
+    /// predictor (a sharded, resumable safetensors dataset).
+    Saliency(train::SaliencyArgs),
+    /// Train the SDTP saliency predictor (per-stage MLPs) on a `sdtp saliency` dataset.
+    TrainPredictor(train::TrainPredictorArgs),
 }
 
 /// Which model to run and where.
@@ -67,5 +77,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Profile(args) => profile::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Saliency(args) => train::run_saliency(args),
+        Command::TrainPredictor(args) => train::run_train_predictor(args),
     }
 }

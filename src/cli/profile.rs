@@ -161,7 +161,7 @@ fn checked_lengths(args: &RunArgs, config: &ModelConfig, kind: ProfileKind) -> R
                  (it needs {needed} positions)"
             );
             if args.skip_too_long {
-                eprintln!("skipping {message}");
+                eprintln!("skipped: {message}");
                 continue;
             }
             match (context + 1).saturating_sub(kind.generated_tokens()) {

@@ -45,6 +45,30 @@ impl Positions {
     }
 }
 
+/// Which kernels the forward pass runs. candle's fused kernels for RmsNorm, softmax and RoPE
+/// (`candle_nn::ops::rms_norm`, `softmax_last_dim`, `rotary_emb::rope`) have no backward pass,
+/// and the KV cache copies keys and values into its buffer in place, which autograd cannot
+/// see either. `Differentiable` swaps in candle's basic-op versions of the same maths (and
+/// hands attention the fresh keys and values rather than the cache's copy), so that
+/// `Tensor::backward` reaches every hidden state: what `sdtp saliency` needs for its
+/// gradient × hidden labels. Same layer code either way; `Fast`, the default, is the one
+/// every inference path uses, bit for bit as before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Kernels {
+    #[default]
+    Fast,
+    /// Slower, numerically a few ulps from `Fast`, and differentiable end to end.
+    Differentiable,
+}
+
+/// RmsNorm with the kernel `kernels` asks for.
+fn rms_norm(norm: &RmsNorm, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    match kernels {
+        Kernels::Fast => norm.forward(x),
+        Kernels::Differentiable => norm.forward_diff(x),
+    }
+}
+
 /// What a layer's forward returns besides its output.
 pub struct LayerOutput {
     /// (1, len, hidden)
@@ -62,6 +86,7 @@ struct Attention {
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
+    kernels: Kernels,
 }
 
 fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
@@ -86,6 +111,7 @@ impl Attention {
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,
             head_dim: d,
+            kernels: Kernels::Fast,
         })
     }
 
@@ -103,23 +129,38 @@ impl Attention {
                 .reshape((b, t, n, self.head_dim))?
                 .transpose(1, 2)
         };
-        let q = rope.apply(
+        let q = rope.apply_with(
             &heads(&self.q_proj, self.num_heads)?,
             &positions.cos,
             &positions.sin,
+            self.kernels,
         )?;
-        let k = rope.apply(
+        let k = rope.apply_with(
             &heads(&self.k_proj, self.num_kv_heads)?,
             &positions.cos,
             &positions.sin,
+            self.kernels,
         )?;
         let v = heads(&self.v_proj, self.num_kv_heads)?;
-        let (k_all, v_all) = cache.append(&k, &v, positions.ids())?;
+        let cached = cache.len();
+        let (mut k_all, mut v_all) = cache.append(&k, &v, positions.ids())?;
+        if self.kernels == Kernels::Differentiable {
+            // The cache's buffer was filled in place: rebuild the same values from the
+            // tracked k and v so the gradient flows through keys and values too.
+            (k_all, v_all) = if cached == 0 {
+                (k.clone(), v.clone())
+            } else {
+                (
+                    Tensor::cat(&[&k_all.narrow(2, 0, cached)?, &k], 2)?,
+                    Tensor::cat(&[&v_all.narrow(2, 0, cached)?, &v], 2)?,
+                )
+            };
+        }
         let tail = match tail_queries {
             Some(n) => Some(attention::tail_attention(&q, &k_all, n)?),
             None => None,
         };
-        let y = attention::causal_attention(&q, &k_all, &v_all)?
+        let y = attention::causal_attention_with(&q, &k_all, &v_all, self.kernels)?
             .transpose(1, 2)?
             .reshape((b, t, self.num_heads * self.head_dim))?;
         Ok((self.o_proj.forward(&y)?, tail))
@@ -156,6 +197,7 @@ pub struct DecoderLayer {
     self_attn: Attention,
     post_attention_layernorm: RmsNorm,
     mlp: Mlp,
+    kernels: Kernels,
 }
 
 impl DecoderLayer {
@@ -170,6 +212,7 @@ impl DecoderLayer {
                 vb.pp("post_attention_layernorm"),
             )?,
             mlp: Mlp::load(vb.pp("mlp"), cfg)?,
+            kernels: Kernels::Fast,
         })
     }
 
@@ -186,7 +229,7 @@ impl DecoderLayer {
         tail_queries: Option<usize>,
     ) -> Result<LayerOutput> {
         let (attn, tail_attention) = self.self_attn.forward(
-            &self.input_layernorm.forward(hidden)?,
+            &rms_norm(&self.input_layernorm, hidden, self.kernels)?,
             positions,
             rope,
             cache,
@@ -195,7 +238,7 @@ impl DecoderLayer {
         let hidden = (hidden + attn)?;
         let mlp = self
             .mlp
-            .forward(&self.post_attention_layernorm.forward(&hidden)?)?;
+            .forward(&rms_norm(&self.post_attention_layernorm, &hidden, self.kernels)?)?;
         Ok(LayerOutput {
             hidden: (hidden + mlp)?,
             tail_attention,
@@ -213,6 +256,7 @@ pub struct Llama {
     config: ModelConfig,
     dtype: DType,
     device: Device,
+    kernels: Kernels,
 }
 
 impl Llama {
@@ -236,7 +280,23 @@ impl Llama {
             config: cfg.clone(),
             dtype: vb.dtype(),
             device: vb.device().clone(),
+            kernels: Kernels::Fast,
         })
+    }
+
+    /// The same model running `kernels` in every layer and the final norm. Cheap: the
+    /// weights are shared, not copied. See [`Kernels`] for why this exists.
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        for layer in &mut self.layers {
+            layer.kernels = kernels;
+            layer.self_attn.kernels = kernels;
+        }
+        self
+    }
+
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -274,7 +334,7 @@ impl Llama {
     /// len × vocab × hidden for nothing.
     pub fn logits(&self, rows: &Tensor) -> Result<Tensor> {
         self.lm_head
-            .forward(&self.norm.forward(rows)?)?
+            .forward(&rms_norm(&self.norm, rows, self.kernels)?)?
             .squeeze(0)?
             .to_dtype(DType::F32)
     }

@@ -7,6 +7,7 @@
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::config::{Llama3RopeScaling, ModelConfig};
+use super::llama::Kernels;
 
 #[derive(Debug, Clone)]
 pub struct RotaryEmbedding {
@@ -37,7 +38,22 @@ impl RotaryEmbedding {
 
     /// Applies HF-style (rotate-half) RoPE to `x` of shape (batch, heads, len, head_dim).
     pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)
+        self.apply_with(x, cos, sin, Kernels::Fast)
+    }
+
+    /// [`RotaryEmbedding::apply`] with the chosen kernel: candle's fused `rope` has no
+    /// backward, `rope_slow` is the same rotation in basic (differentiable) ops.
+    pub fn apply_with(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        kernels: Kernels,
+    ) -> Result<Tensor> {
+        match kernels {
+            Kernels::Fast => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
+            Kernels::Differentiable => candle_nn::rotary_emb::rope_slow(&x.contiguous()?, cos, sin),
+        }
     }
 }
 

@@ -186,12 +186,17 @@ pub fn render_markdown(report: &ProfileReport) -> String {
     }
     out.push('\n');
     for r in &report.results {
-        let cells = row(report, r);
+        let cells: Vec<String> = row(report, r).iter().map(|c| md_escape(c)).collect();
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     out.push('\n');
     for note in notes(report) {
-        out.push_str(&format!("{note}  \n"));
+        out.push_str(&format!("{}  \n", md_escape(&note)));
     }
     out
+}
+
+/// Escapes the characters markdown would read as emphasis or cell breaks.
+fn md_escape(text: &str) -> String {
+    text.replace('|', "\\|").replace('*', "\\*")
 }
