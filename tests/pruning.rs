@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use sdtp::generate::{decode_step, generate, SamplingConfig};
 use sdtp::model::cache::LayerCache;
 use sdtp::model::llama::Llama;
-use sdtp::prefill::{prefill_with_pruning, PrefillOptions, PrefillOutput};
+use sdtp::prefill::{prefill_with_pruning, PrefillOptions, PrefillOutput, StageKept};
 use sdtp::prune::schedule::{PruneSchedule, ScorerKind, Stage};
 use sdtp::prune::scorer::{build_scorer, NormScorer, Scorer};
 
@@ -48,10 +48,15 @@ fn plain_forward(model: &Llama, ids: &[u32]) -> Tensor {
 
 /// The slow way: the whole sequence (prompt + generated) from scratch, dropping at each stage
 /// exactly the prompt tokens the pruned prefill dropped; generated tokens are never dropped.
-fn slow_reference(model: &Llama, ids: &[u32], out: &PrefillOutput) -> Tensor {
+fn slow_reference(
+    model: &Llama,
+    ids: &[u32],
+    prompt_len: usize,
+    kept_stages: &[StageKept],
+) -> Tensor {
     let mut hidden = model.embed(ids).unwrap();
     let mut kept: Vec<u32> = (0..ids.len() as u32).collect();
-    let mut stages = out.kept.iter().peekable();
+    let mut stages = kept_stages.iter().peekable();
     for (index, layer) in model.layers().iter().enumerate() {
         let positions = model.positions(kept.clone()).unwrap();
         let mut cache = LayerCache::default();
@@ -63,7 +68,7 @@ fn slow_reference(model: &Llama, ids: &[u32], out: &PrefillOutput) -> Tensor {
             let rows: Vec<u32> = kept
                 .iter()
                 .enumerate()
-                .filter(|(_, p)| **p as usize >= out.prompt_len || stage.positions.contains(p))
+                .filter(|(_, p)| **p as usize >= prompt_len || stage.positions.contains(p))
                 .map(|(row, _)| row as u32)
                 .collect();
             kept = rows.iter().map(|&r| kept[r as usize]).collect();
@@ -82,15 +87,21 @@ fn decode_matches_slow_reference(
     out: PrefillOutput,
     steps: usize,
 ) -> f32 {
+    let PrefillOutput {
+        last_logits,
+        mut cache,
+        kept,
+        prompt_len,
+        ..
+    } = out;
     let mut ids = prompt.to_vec();
-    let mut logits = out.last_logits.clone();
-    let mut cache = out.cache.clone();
+    let mut logits = last_logits;
     let mut worst = 0f32;
     for _ in 0..steps {
         let next = common::argmax(&logits);
         ids.push(next);
         logits = decode_step(model, next, (ids.len() - 1) as u32, &mut cache).unwrap();
-        let reference = slow_reference(model, &ids, &out);
+        let reference = slow_reference(model, &ids, prompt_len, &kept);
         worst = worst.max(common::max_abs_diff(&logits, &reference));
     }
     worst

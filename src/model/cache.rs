@@ -5,7 +5,10 @@ use candle_core::{Result, Tensor};
 
 /// Keys and values of one layer, in a buffer that grows by doubling so decode appends are
 /// amortised O(1) copies instead of re-concatenating the whole cache every token.
-#[derive(Debug, Clone, Default)]
+///
+/// Not `Clone`: appends write into the buffer in place, so two handles on one buffer would
+/// overwrite each other's entries.
+#[derive(Debug, Default)]
 pub struct LayerCache {
     /// (1, kv_heads, capacity, head_dim) buffers; only the first `positions.len()` slots hold data.
     k: Option<Tensor>,
@@ -85,7 +88,7 @@ fn grow(old: Option<&Tensor>, like: &Tensor, len: usize, capacity: usize) -> Res
 }
 
 /// The caches of all layers of one sequence.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct KvCache {
     pub layers: Vec<LayerCache>,
 }
@@ -93,7 +96,7 @@ pub struct KvCache {
 impl KvCache {
     pub fn new(num_layers: usize) -> Self {
         Self {
-            layers: vec![LayerCache::default(); num_layers],
+            layers: (0..num_layers).map(|_| LayerCache::default()).collect(),
         }
     }
 
