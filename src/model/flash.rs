@@ -73,14 +73,23 @@ impl candle_core::CustomOp3 for FlashAttention {
         let (_, heads, t, d) = lq.shape().dims4()?;
         let (_, kv_heads, n, _) = lk.shape().dims4()?;
         if heads % kv_heads != 0 || t > n || lv.shape().dims4()?.2 != n {
-            candle_core::bail!("flash attention: q {:?} k {:?} v {:?}", lq.shape(), lk.shape(), lv.shape());
+            candle_core::bail!(
+                "flash attention: q {:?} k {:?} v {:?}",
+                lq.shape(),
+                lk.shape(),
+                lv.shape()
+            );
         }
         let suffix = match q.dtype() {
             DType::BF16 => "bf16",
             DType::F16 => "f16",
             other => candle_core::bail!("flash attention: unsupported dtype {other:?}"),
         };
-        let func = dev.get_or_load_custom_func(&format!("flash_attn_{suffix}_d{d}"), "sdtp_flash_attn", PTX)?;
+        let func = dev.get_or_load_custom_func(
+            &format!("flash_attn_{suffix}_d{d}"),
+            "sdtp_flash_attn",
+            PTX,
+        )?;
         let scale_log2 = (1.0 / (d as f64).sqrt() * std::f64::consts::LOG2_E) as f32;
         let cfg = LaunchConfig {
             grid_dim: (t.div_ceil(BLOCK_M) as u32, heads as u32, 1),
@@ -92,8 +101,11 @@ impl candle_core::CustomOp3 for FlashAttention {
         let v_stride = lv.stride()[1] as i64;
         macro_rules! launch {
             ($variant:ident, $ty:ty) => {{
-                let (CudaStorageSlice::$variant(qs), CudaStorageSlice::$variant(ks), CudaStorageSlice::$variant(vs)) =
-                    (&q.slice, &k.slice, &v.slice)
+                let (
+                    CudaStorageSlice::$variant(qs),
+                    CudaStorageSlice::$variant(ks),
+                    CudaStorageSlice::$variant(vs),
+                ) = (&q.slice, &k.slice, &v.slice)
                 else {
                     candle_core::bail!("flash attention: q, k and v must share a dtype")
                 };
@@ -123,6 +135,9 @@ impl candle_core::CustomOp3 for FlashAttention {
             DType::BF16 => launch!(BF16, half::bf16),
             _ => launch!(F16, half::f16),
         };
-        Ok((CudaStorage { slice, device: dev }, Shape::from((t, heads, d))))
+        Ok((
+            CudaStorage { slice, device: dev },
+            Shape::from((t, heads, d)),
+        ))
     }
 }

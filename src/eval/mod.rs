@@ -1,0 +1,23 @@
+//! `sdtp eval`: does pruning keep the answers? Each evaluation runs the unpruned baseline and
+//! the pruned contenders through the same prefill and decode code and compares what they
+//! produce; none of them times anything (see `profile` for that).
+//!
+//! - [`agreement`]: first-token agreement, KL, top-k overlap and identical greedy
+//!   continuation on a prompt set ([`prompts`]: the JSONL set and its generator);
+//! - [`perplexity`]: perplexity of a continuation after a pruned prefill of the context;
+//! - [`passkey`]: llama.cpp-style synthetic passkey retrieval over lengths and depths;
+//! - [`sweep`]: keep ratios × scorers → the speed–fidelity points and their Pareto frontier
+//!   ([`plot`]: the SVG);
+//! - [`metrics`]: the pure metric functions; [`forward`]: the model runs they need;
+//! - [`report`], [`table`]: the JSON reports (docs/eval.md) and the stdout tables.
+
+pub mod agreement;
+pub mod forward;
+pub mod metrics;
+pub mod passkey;
+pub mod perplexity;
+pub mod plot;
+pub mod prompts;
+pub mod report;
+pub mod sweep;
+pub mod table;

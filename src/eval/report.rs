@@ -1,0 +1,327 @@
+//! What every `sdtp eval … --json` report starts with: the same provenance `sdtp profile`
+//! records (sdtp version, git commit, date, model, device, dtype, seed), and the contenders
+//! it compared. Layouts are documented in docs/eval.md; fields are added, never renamed.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::agreement::{AgreementRow, AgreementSummary, BaselineRow};
+use super::passkey::{PasskeyCell, PasskeyConfig, PasskeyRow};
+use super::perplexity::{PerplexityConfig, PerplexitySummary, WindowRow};
+use super::sweep::SweepPoint;
+use crate::device::device_name;
+use crate::model::load::LoadedModel;
+use crate::profile::report::{ModelInfo, ScheduleInfo, GIT_COMMIT, SDTP_VERSION};
+use crate::prune::schedule::PruneSchedule;
+use crate::prune::scorer::effective_scorer_kind;
+
+/// Version of the eval JSON layouts.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The `mode` of the unpruned run.
+pub const BASELINE: &str = "baseline";
+
+/// Provenance shared by every eval report (flattened into it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalHeader {
+    pub schema_version: u32,
+    pub sdtp_version: String,
+    pub git_commit: String,
+    /// When the run started, RFC 3339 UTC.
+    pub date: String,
+    /// "agreement", "perplexity", "passkey" or "sweep".
+    pub command: String,
+    pub model: ModelInfo,
+    /// "cpu", "cuda:0", …
+    pub device: String,
+    /// "f32", "bf16", …
+    pub dtype: String,
+    /// Threads candle's CPU kernels use.
+    pub cpu_threads: usize,
+    /// `--seed`: random scorer, passkeys, synthetic weights. The same seed, model and
+    /// arguments give the same report (but for `date`).
+    pub seed: u64,
+}
+
+impl EvalHeader {
+    /// The header of a report of `command` on `loaded`, started at `started`.
+    pub fn new(
+        command: &str,
+        loaded: &LoadedModel,
+        dtype: candle_core::DType,
+        seed: u64,
+        started: SystemTime,
+    ) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            sdtp_version: SDTP_VERSION.to_string(),
+            git_commit: GIT_COMMIT.to_string(),
+            date: humantime::format_rfc3339_seconds(started).to_string(),
+            command: command.to_string(),
+            model: model_info(loaded),
+            device: device_name(loaded.model.device()),
+            dtype: dtype.as_str().to_string(),
+            cpu_threads: candle_core::utils::get_num_threads(),
+            seed,
+        }
+    }
+}
+
+/// The model block of a report, as `sdtp profile` writes it.
+pub fn model_info(loaded: &LoadedModel) -> ModelInfo {
+    let cfg = loaded.model.config();
+    ModelInfo {
+        name: loaded.source.display_name(),
+        synthetic: loaded.source.is_synthetic(),
+        architecture: format!("{:?}", cfg.architecture).to_lowercase(),
+        num_layers: cfg.num_hidden_layers,
+        hidden_size: cfg.hidden_size,
+        intermediate_size: cfg.intermediate_size,
+        num_attention_heads: cfg.num_attention_heads,
+        num_key_value_heads: cfg.num_key_value_heads,
+        head_dim: cfg.head_dim,
+        vocab_size: cfg.vocab_size,
+        context_length: cfg.max_position_embeddings,
+    }
+}
+
+/// The prompts an agreement or sweep run used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptSetInfo {
+    /// The JSONL file (repository path of the default set, or the path given).
+    pub source: String,
+    /// Prompts in the file.
+    pub in_set: usize,
+    /// Prompts run: the first `limit` of those within `max_tokens`.
+    pub run: usize,
+    pub limit: Option<usize>,
+    pub max_tokens: Option<usize>,
+    /// Whether the model's chat template wrapped each prompt.
+    pub chat: bool,
+    /// Token counts of the prompts run (template included).
+    pub tokens_min: usize,
+    pub tokens_max: usize,
+    pub tokens_mean: f64,
+}
+
+/// How agreement (and the sweep) compared runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgreementSettings {
+    /// Greedy tokens compared per prompt (0: none).
+    pub continuation_tokens: usize,
+    /// k of the top-k overlap.
+    pub top_k: usize,
+    /// Always "greedy".
+    pub sampling: String,
+    /// Whether decoding stops at end-of-sequence (always true).
+    pub stop_at_eos: bool,
+}
+
+/// `sdtp eval agreement --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgreementReport {
+    #[serde(flatten)]
+    pub header: EvalHeader,
+    pub settings: AgreementSettings,
+    pub prompts: PromptSetInfo,
+    /// The contenders, in run order (the baseline is implicit).
+    pub schedules: Vec<ScheduleInfo>,
+    pub summary: Vec<AgreementSummary>,
+    pub baseline: Vec<BaselineRow>,
+    pub rows: Vec<AgreementRow>,
+}
+
+/// The text `sdtp eval perplexity` scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextInfo {
+    pub source: String,
+    /// Tokens the whole text encodes to.
+    pub tokens: usize,
+}
+
+/// `sdtp eval perplexity --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerplexityReport {
+    #[serde(flatten)]
+    pub header: EvalHeader,
+    pub settings: PerplexityConfig,
+    pub text: TextInfo,
+    pub schedules: Vec<ScheduleInfo>,
+    /// The baseline first, then each contender.
+    pub summary: Vec<PerplexitySummary>,
+    pub rows: Vec<WindowRow>,
+}
+
+/// The pieces of the passkey prompt (see `eval::passkey`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasskeyFormat {
+    pub prefix: String,
+    pub filler: String,
+    pub key_sentence: String,
+    pub suffix: String,
+}
+
+impl Default for PasskeyFormat {
+    fn default() -> Self {
+        Self {
+            prefix: super::passkey::PREFIX.to_string(),
+            filler: super::passkey::FILLER.to_string(),
+            key_sentence: super::passkey::key_sentence("{key}"),
+            suffix: super::passkey::SUFFIX.to_string(),
+        }
+    }
+}
+
+/// `sdtp eval passkey --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasskeyReport {
+    #[serde(flatten)]
+    pub header: EvalHeader,
+    pub settings: PasskeyConfig,
+    pub format: PasskeyFormat,
+    pub schedules: Vec<ScheduleInfo>,
+    pub cells: Vec<PasskeyCell>,
+    pub rows: Vec<PasskeyRow>,
+}
+
+/// What a sweep varied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepSettings {
+    pub keep_ratios: Vec<f64>,
+    pub scorers: Vec<String>,
+    /// The schedule whose layers every point prunes after.
+    pub layers_from: String,
+    pub layers: Vec<usize>,
+    #[serde(flatten)]
+    pub agreement: AgreementSettings,
+}
+
+/// `sdtp eval sweep --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepReport {
+    #[serde(flatten)]
+    pub header: EvalHeader,
+    pub settings: SweepSettings,
+    pub prompts: PromptSetInfo,
+    pub schedules: Vec<ScheduleInfo>,
+    /// The baseline first, then one per (keep ratio, scorer).
+    pub points: Vec<SweepPoint>,
+    pub summary: Vec<AgreementSummary>,
+    pub baseline: Vec<BaselineRow>,
+    pub rows: Vec<AgreementRow>,
+}
+
+/// One schedule × scorer compared with the baseline.
+#[derive(Debug, Clone)]
+pub struct Contender {
+    /// What reports say about it; `info.mode` is its label ("keep09/attention", or "none"
+    /// for an empty schedule).
+    pub info: ScheduleInfo,
+    /// With its scorer named (never `None` when it has stages).
+    pub schedule: PruneSchedule,
+}
+
+impl Contender {
+    /// Labels `schedule` as `name/scorer` (just `name` when it prunes nothing) and fixes its
+    /// scorer to the one it would use.
+    pub fn new(mut schedule: PruneSchedule, mapping: Option<String>) -> Self {
+        let scorer = (!schedule.stages.is_empty()).then(|| effective_scorer_kind(&schedule));
+        if scorer.is_some() {
+            schedule.scorer = scorer;
+        }
+        let mode = match scorer {
+            Some(kind) => format!("{}/{}", schedule.name, kind.as_str()),
+            None => schedule.name.clone(),
+        };
+        Self {
+            info: ScheduleInfo {
+                mode,
+                name: schedule.name.clone(),
+                scorer: scorer.map(|k| k.as_str().to_string()),
+                stages: schedule.stages.clone(),
+                min_head_tokens: schedule.min_head_tokens,
+                min_tail_ratio: schedule.min_tail_ratio,
+                cumulative_keep: schedule.cumulative_keep(),
+                mapping,
+            },
+            schedule,
+        }
+    }
+
+    pub fn mode(&self) -> &str {
+        &self.info.mode
+    }
+}
+
+/// A seed for one unit of work (a prompt, a passkey trial) derived from the run's `--seed`
+/// and the unit's coordinates, so every unit is reproducible on its own, whatever else
+/// runs with it (SplitMix64 finaliser over the mixed inputs).
+pub fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
+    let mut x = seed;
+    for &p in parts {
+        x = splitmix(x ^ splitmix(p.wrapping_add(0x9E37_79B9_7F4A_7C15)));
+    }
+    splitmix(x)
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Pretty JSON of a report, newline-terminated, written atomically (see
+/// `profile::report::write_atomic`): nothing is left at `path` if it fails.
+pub fn write_json<T: Serialize>(path: &Path, report: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(report).context("cannot serialise the report")?;
+    text.push('\n');
+    crate::profile::report::write_atomic(path, text.as_bytes())
+}
+
+/// Reads a report written by `--json`, checking its schema version.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path, what: &str) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let version = value.get("schema_version").and_then(|v| v.as_u64());
+    if version != Some(u64::from(SCHEMA_VERSION)) {
+        anyhow::bail!(
+            "{} is not an sdtp eval report of schema version {SCHEMA_VERSION}",
+            path.display()
+        );
+    }
+    serde_json::from_value(value)
+        .with_context(|| format!("{} is not an sdtp eval {what} report", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_seeds_are_stable_and_distinct() {
+        assert_eq!(derive_seed(1, &[2, 3]), derive_seed(1, &[2, 3]));
+        assert_ne!(derive_seed(1, &[2, 3]), derive_seed(1, &[3, 2]));
+        assert_ne!(derive_seed(1, &[0]), derive_seed(2, &[0]));
+        assert_ne!(derive_seed(1, &[0]), derive_seed(1, &[1]));
+    }
+
+    #[test]
+    fn contender_labels() {
+        let none = Contender::new(PruneSchedule::none(), None);
+        assert_eq!(none.mode(), "none");
+        assert_eq!(none.info.scorer, None);
+        let keep = PruneSchedule::preset("keep09", 30).unwrap().schedule;
+        let c = Contender::new(keep, None);
+        assert_eq!(c.mode(), "keep09/attention");
+        assert_eq!(
+            c.schedule.scorer,
+            Some(crate::prune::schedule::ScorerKind::Attention)
+        );
+    }
+}
