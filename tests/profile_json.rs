@@ -459,3 +459,18 @@ fn plot_draws_an_svg_of_a_report() {
     assert!(svg.contains("keep09 measured") && svg.contains("keep09 FLOP ideal"));
     assert!(svg.contains("Prefill time"));
 }
+
+#[test]
+fn prompt_prints_exactly_the_asked_tokens_of_the_shipped_text() {
+    // Synthetic models read bytes as tokens, so N tokens are N bytes.
+    let text = ok(&sdtp(&[
+        "profile",
+        "prompt",
+        "--model",
+        "synthetic:tiny",
+        "--length",
+        "100",
+    ]));
+    assert_eq!(text.len(), 100);
+    assert!(text.starts_with("Mr. Phileas Fogg lived, in 1872"), "{text}");
+}
