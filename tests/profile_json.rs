@@ -472,5 +472,8 @@ fn prompt_prints_exactly_the_asked_tokens_of_the_shipped_text() {
         "100",
     ]));
     assert_eq!(text.len(), 100);
-    assert!(text.starts_with("Mr. Phileas Fogg lived, in 1872"), "{text}");
+    assert!(
+        text.starts_with("Mr. Phileas Fogg lived, in 1872"),
+        "{text}"
+    );
 }

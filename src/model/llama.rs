@@ -160,7 +160,13 @@ impl Attention {
             Some(n) => Some(attention::tail_attention(&q, &k_all, n)?),
             None => None,
         };
-        let y = attention::causal_attention_with(&q, &k_all, &v_all, self.kernels)?
+        let y = match self.kernels {
+            Kernels::Fast => attention::causal_attention(&q, &k_all, &v_all)?,
+            Kernels::Differentiable => {
+                attention::causal_attention_with(&q, &k_all, &v_all, Kernels::Differentiable)?
+            }
+        };
+        let y = y
             .transpose(1, 2)?
             .reshape((b, t, self.num_heads * self.head_dim))?;
         Ok((self.o_proj.forward(&y)?, tail))
@@ -236,9 +242,11 @@ impl DecoderLayer {
             tail_queries,
         )?;
         let hidden = (hidden + attn)?;
-        let mlp = self
-            .mlp
-            .forward(&rms_norm(&self.post_attention_layernorm, &hidden, self.kernels)?)?;
+        let mlp = self.mlp.forward(&rms_norm(
+            &self.post_attention_layernorm,
+            &hidden,
+            self.kernels,
+        )?)?;
         Ok(LayerOutput {
             hidden: (hidden + mlp)?,
             tail_attention,
