@@ -267,26 +267,13 @@ fn profile(args: RunArgs, kind: ProfileKind) -> Result<()> {
     progress.finish_and_clear();
 
     let memory = PeakMemory::for_device(model.device());
-    let cfg = model.config();
     let report = ProfileReport {
         schema_version: SCHEMA_VERSION,
         sdtp_version: SDTP_VERSION.to_string(),
         git_commit: GIT_COMMIT.to_string(),
         date,
         command: kind.name().to_string(),
-        model: ModelInfo {
-            name: model_name,
-            synthetic: session.loaded.source.is_synthetic(),
-            architecture: format!("{:?}", cfg.architecture).to_lowercase(),
-            num_layers: cfg.num_hidden_layers,
-            hidden_size: cfg.hidden_size,
-            intermediate_size: cfg.intermediate_size,
-            num_attention_heads: cfg.num_attention_heads,
-            num_key_value_heads: cfg.num_key_value_heads,
-            head_dim: cfg.head_dim,
-            vocab_size: cfg.vocab_size,
-            context_length: cfg.max_position_embeddings,
-        },
+        model: ModelInfo::of(&session.loaded),
         device: device_name(model.device()),
         dtype: session.dtype.as_str().to_string(),
         cpu_threads: candle_core::utils::get_num_threads(),

@@ -61,30 +61,12 @@ impl EvalHeader {
             git_commit: GIT_COMMIT.to_string(),
             date: humantime::format_rfc3339_seconds(started).to_string(),
             command: command.to_string(),
-            model: model_info(loaded),
+            model: ModelInfo::of(loaded),
             device: device_name(loaded.model.device()),
             dtype: dtype.as_str().to_string(),
             cpu_threads: candle_core::utils::get_num_threads(),
             seed,
         }
-    }
-}
-
-/// The model block of a report, as `sdtp profile` writes it.
-pub fn model_info(loaded: &LoadedModel) -> ModelInfo {
-    let cfg = loaded.model.config();
-    ModelInfo {
-        name: loaded.source.display_name(),
-        synthetic: loaded.source.is_synthetic(),
-        architecture: format!("{:?}", cfg.architecture).to_lowercase(),
-        num_layers: cfg.num_hidden_layers,
-        hidden_size: cfg.hidden_size,
-        intermediate_size: cfg.intermediate_size,
-        num_attention_heads: cfg.num_attention_heads,
-        num_key_value_heads: cfg.num_key_value_heads,
-        head_dim: cfg.head_dim,
-        vocab_size: cfg.vocab_size,
-        context_length: cfg.max_position_embeddings,
     }
 }
 

@@ -66,6 +66,26 @@ pub struct ModelInfo {
     pub context_length: usize,
 }
 
+impl ModelInfo {
+    /// The model block of a report (profile and eval alike) for a loaded model.
+    pub fn of(loaded: &crate::model::load::LoadedModel) -> Self {
+        let cfg = loaded.model.config();
+        Self {
+            name: loaded.source.display_name(),
+            synthetic: loaded.source.is_synthetic(),
+            architecture: format!("{:?}", cfg.architecture).to_lowercase(),
+            num_layers: cfg.num_hidden_layers,
+            hidden_size: cfg.hidden_size,
+            intermediate_size: cfg.intermediate_size,
+            num_attention_heads: cfg.num_attention_heads,
+            num_key_value_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+            vocab_size: cfg.vocab_size,
+            context_length: cfg.max_position_embeddings,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub repeats: usize,
