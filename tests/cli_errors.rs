@@ -3,24 +3,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use candle_core::quantized::gguf_file;
-
-/// Runs `sdtp` and returns (exit code, stdout, stderr).
-fn sdtp(args: &[&str], envs: &[(&str, &Path)]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdtp"));
-    cmd.args(args).env("RUST_LOG", "error");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("sdtp runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Asserts a clean failure whose single stderr line contains every one of `needles`.
 fn fails_cleanly(args: &[&str], needles: &[&str]) {
@@ -28,23 +12,7 @@ fn fails_cleanly(args: &[&str], needles: &[&str]) {
 }
 
 fn fails_cleanly_with_env(args: &[&str], envs: &[(&str, &Path)], needles: &[&str]) {
-    let (code, stdout, stderr) = sdtp(args, envs);
-    assert_ne!(code, 0, "{args:?} succeeded");
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    let lines: Vec<&str> = stderr.trim().lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{args:?}: expected one line, got {stderr:?}"
-    );
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    for needle in needles {
-        assert!(
-            lines[0].contains(needle),
-            "{args:?}: {:?} lacks {needle:?}",
-            lines[0]
-        );
-    }
+    let stdout = common::assert_fails_cleanly(args, envs, needles);
     assert!(stdout.is_empty(), "{args:?} printed {stdout:?}");
 }
 

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
+
+mod common;
 
 use candle_core::Device;
 use sdtp::model::config::ModelConfig;
@@ -11,18 +12,8 @@ use sdtp::prune::schedule::PruneSchedule;
 use sdtp::prune::scorer::{build_scorer, LearnedScorer, PREDICTOR_LAYERS_KEY, PREDICTOR_MODEL_KEY};
 use sdtp::train::st::read_metadata;
 
-/// Runs `sdtp` and returns (exit code, stdout, stderr).
 fn sdtp(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sdtp"))
-        .args(args)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("sdtp runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_sdtp(args, &[])
 }
 
 fn succeeds(args: &[&str]) -> String {
@@ -33,23 +24,7 @@ fn succeeds(args: &[&str]) -> String {
 
 /// Asserts a clean failure whose single stderr line contains every one of `needles`.
 fn fails_cleanly(args: &[&str], needles: &[&str]) {
-    let (code, _, stderr) = sdtp(args);
-    assert_ne!(code, 0, "{args:?} succeeded");
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    let lines: Vec<&str> = stderr.trim().lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{args:?}: expected one line, got {stderr:?}"
-    );
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    for needle in needles {
-        assert!(
-            lines[0].contains(needle),
-            "{args:?}: {:?} lacks {needle:?}",
-            lines[0]
-        );
-    }
+    common::assert_fails_cleanly(args, &[], needles);
 }
 
 /// A JSONL corpus of `docs` documents of ~`chars` bytes each (the tiny model reads bytes).
