@@ -6,9 +6,9 @@
 //! Cargo reruns this script when HEAD moves, so the embedded commit follows checkouts and
 //! commits without rebuilding on every source edit.
 //!
-//! With the `cuda` feature it also compiles kernels/flash_attn.cu to PTX with nvcc
-//! (`$CUDA_HOME/bin/nvcc`, else `nvcc` on PATH) for `CUDA_COMPUTE_CAP` (default 90; the
-//! kernel's bf16 tensor-core instructions need 80 or more).
+//! With the `cuda` feature it also compiles kernels/flash_attn.cu and kernels/fused_ops.cu to
+//! PTX with nvcc (`$CUDA_HOME/bin/nvcc`, else `nvcc` on PATH) for `CUDA_COMPUTE_CAP` (default
+//! 90; the bf16 tensor-core instructions need 80 or more), and kernels/cudnn_sdpa.cpp.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -24,7 +24,8 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
-        compile_flash_attention_ptx();
+        compile_cuda_kernels_ptx();
+        compile_cudnn_attention();
     }
     println!("cargo:rerun-if-env-changed=SDTP_GIT_COMMIT");
     let commit = std::env::var("SDTP_GIT_COMMIT")
@@ -54,8 +55,16 @@ fn main() {
     }
 }
 
-fn compile_flash_attention_ptx() {
-    println!("cargo:rerun-if-changed=kernels/flash_attn.cu");
+fn compile_cuda_kernels_ptx() {
+    for name in ["flash_attn", "fused_ops"] {
+        compile_ptx(name);
+    }
+}
+
+/// kernels/NAME.cu to $OUT_DIR/NAME.ptx.
+fn compile_ptx(name: &str) {
+    let source = format!("kernels/{name}.cu");
+    println!("cargo:rerun-if-changed={source}");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".to_string());
@@ -63,21 +72,56 @@ fn compile_flash_attention_ptx() {
         .map(|home| PathBuf::from(home).join("bin").join("nvcc"))
         .filter(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("nvcc"));
-    let out =
-        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("flash_attn.ptx");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
+        .join(format!("{name}.ptx"));
     let status = Command::new(&nvcc)
         .args(["-ptx", "-O3", "--std=c++17", "-lineinfo"])
         .arg(format!("-arch=compute_{cap}"))
-        .arg("kernels/flash_attn.cu")
+        .arg(&source)
         .arg("-o")
         .arg(&out)
         .status();
     match status {
         Ok(s) if s.success() => {}
-        Ok(s) => panic!("nvcc failed to compile kernels/flash_attn.cu ({s})"),
+        Ok(s) => panic!("nvcc failed to compile {source} ({s})"),
         Err(e) => panic!(
             "cannot run {} for the cuda feature: {e}; see scripts/build_cuda.sh",
             nvcc.display()
         ),
     }
+}
+
+/// kernels/cudnn_sdpa.cpp (cuDNN's fused attention through the header-only cudnn-frontend,
+/// cuDNN itself opened with dlopen at run time) as a static library. Needs the headers
+/// scripts/build_cuda.sh installs.
+fn compile_cudnn_attention() {
+    println!("cargo:rerun-if-changed=kernels/cudnn_sdpa.cpp");
+    println!("cargo:rerun-if-env-changed=SDTP_CUDNN_INCLUDE");
+    // scripts/build_cuda.sh puts them beside its CUDA_HOME: $SDTP_CUDA_ROOT/{home,cudnn}.
+    let beside_cuda_home = std::env::var_os("CUDA_HOME")
+        .map(|home| PathBuf::from(home).join("../cudnn/include"))
+        .filter(|dir| dir.join("cudnn_frontend.h").exists());
+    let Some(cudnn_include) = std::env::var_os("SDTP_CUDNN_INCLUDE")
+        .map(PathBuf::from)
+        .or(beside_cuda_home)
+    else {
+        panic!(
+            "the cuda feature needs cuDNN and cudnn-frontend headers in $SDTP_CUDNN_INCLUDE \
+             (or $CUDA_HOME/../cudnn/include); scripts/build_cuda.sh installs them"
+        );
+    };
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++17")
+        .opt_level(2)
+        .include(cudnn_include)
+        .file("kernels/cudnn_sdpa.cpp")
+        // The frontend's headers are not warning-clean; our file is checked by review.
+        .warnings(false);
+    if let Some(home) = std::env::var_os("CUDA_HOME") {
+        build.include(PathBuf::from(home).join("include"));
+    }
+    build.compile("sdtp_cudnn");
+    println!("cargo:rustc-link-lib=dl");
 }

@@ -49,6 +49,9 @@ cd "$REPO"
 NVCC_VER=13.0.88        # nvidia-cuda-nvcc  (nvcc, ptxas, fatbinary, nvlink, cudafe++)
 CRT_VER=13.0.88         # nvidia-cuda-crt   (crt/ headers, host_config.h ...)
 NVVM_VER=13.0.88        # nvidia-nvvm       (cicc, libnvvm, libdevice)
+CUDNN_FRONTEND_VER=1.32.0  # nvidia-cudnn-frontend (header-only graph API; headers only)
+CUDNN_VER=9.28.1.4      # nvidia-cudnn-cu13 (cudnn*.h only; the library is dlopen'ed at run time)
+NVRTC_VER=13.0.88       # nvidia-cuda-nvrtc (nvrtc.h only, included by the frontend)
 CUDART_VER=13.0.96      # nvidia-cuda-runtime (cuda.h, cuda_runtime.h, cuda_fp16/bf16/fp8.h, libcudart.so.13)
 CCCL_VER=13.0.85        # nvidia-cuda-cccl  (cub/, thrust/, cuda/std -> include/cccl)
 WHEELS=(
@@ -128,6 +131,28 @@ ln -sfn lib64 "$H/lib"
 for f in "$W"/lib/*; do ln -sfn "$f" "$H/lib64/$(basename "$f")"; done
 ln -sfn libcudart.so.13 "$H/lib64/libcudart.so"   # for -lcudart (candle-kernels' libmoe.a)
 printf '{ "cuda": { "name": "CUDA SDK", "version": "%s" } }\n' "$NVCC_VER" > "$H/version.json"
+
+# ----------------------------- 1b. cuDNN + cudnn-frontend headers (no libraries) --
+# kernels/cudnn_sdpa.cpp compiles against the header-only cudnn-frontend and cuDNN's headers
+# (and nvrtc.h, which the frontend includes); cuDNN itself is dlopen'ed at run time.
+CUDNN_WHEELS=("nvidia-cudnn-frontend==$CUDNN_FRONTEND_VER" "nvidia-cudnn-cu13==$CUDNN_VER" "nvidia-cuda-nvrtc==$NVRTC_VER")
+CI="$ROOT/cudnn/include"
+if [ -f "$ROOT/cudnn/.installed" ] && [ "$(cat "$ROOT/cudnn/.installed")" = "${CUDNN_WHEELS[*]}" ]; then
+  log "cuDNN headers already in $CI (skipping download)"
+else
+  log "installing cuDNN and cudnn-frontend headers into $CI"
+  rm -rf "$ROOT/cudnn"; mkdir -p "$ROOT/cudnn/dl" "$CI"
+  python3 -m pip download --no-deps --only-binary=:all: --disable-pip-version-check \
+      -d "$ROOT/cudnn/dl" "${CUDNN_WHEELS[@]}" || die "pip download of ${CUDNN_WHEELS[*]} failed"
+  # (each wheel has only some of the patterns; unzip exits 11 for the missing ones)
+  for w in "$ROOT"/cudnn/dl/*.whl; do unzip -q -o "$w" 'include/*' 'nvidia/*/include/*' -d "$ROOT/cudnn/x" 2>/dev/null || true; done
+  cp -r "$ROOT"/cudnn/x/include/. "$CI"/ && cp -r "$ROOT"/cudnn/x/nvidia/cudnn/include/. "$CI"/ \
+    && cp "$ROOT"/cudnn/x/nvidia/cu13/include/nvrtc.h "$CI"/ || die "unexpected layout of the cuDNN wheels"
+  rm -rf "$ROOT/cudnn/dl" "$ROOT/cudnn/x"
+  echo "${CUDNN_WHEELS[*]}" > "$ROOT/cudnn/.installed"
+fi
+for f in cudnn.h cudnn_frontend.h nvrtc.h; do [ -e "$CI/$f" ] || die "missing $CI/$f"; done
+export SDTP_CUDNN_INCLUDE="$CI"
 
 export CUDA_HOME="$H" CUDA_PATH="$H"
 # nvcc reads NVCC_APPEND_FLAGS on every call, including the ones made by

@@ -53,7 +53,9 @@ impl std::str::FromStr for DTypeRequest {
 pub fn open_device(request: DeviceRequest) -> Result<Device> {
     match request {
         DeviceRequest::Cpu => Ok(Device::Cpu),
-        DeviceRequest::Auto if candle_core::utils::cuda_is_available() => Ok(Device::new_cuda(0)?),
+        DeviceRequest::Auto if candle_core::utils::cuda_is_available() => {
+            Ok(cuda_pool::prepare(Device::new_cuda(0)?))
+        }
         DeviceRequest::Auto => Ok(Device::Cpu),
         DeviceRequest::Cuda(ordinal) => {
             if !candle_core::utils::cuda_is_available() {
@@ -62,7 +64,9 @@ pub fn open_device(request: DeviceRequest) -> Result<Device> {
                      build with scripts/build_cuda.sh (cargo build --features cuda) or use --device cpu"
                 );
             }
-            Device::new_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))
+            Device::new_cuda(ordinal)
+                .map(cuda_pool::prepare)
+                .with_context(|| format!("cannot open CUDA device {ordinal}"))
         }
     }
 }
@@ -105,6 +109,86 @@ pub fn synchronize(device: &Device) -> Result<()> {
     device
         .synchronize()
         .context("device synchronisation failed")
+}
+
+/// The CUDA device's stream-ordered memory pool, which every candle allocation comes from
+/// (cudarc allocates with `cuMemAllocAsync` where the driver supports it).
+pub mod cuda_pool {
+    use candle_core::Device;
+
+    /// Sets the device up for sdtp's one-stream use: keeps freed memory in the pool instead
+    /// of returning it to the driver at every synchronisation (the prune stages synchronise
+    /// to read scores, and re-mapping gigabytes after each is slow), and turns off candle's
+    /// per-tensor events, which only order work across streams.
+    pub fn prepare(device: Device) -> Device {
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(cuda) = &device {
+            // SAFETY: sdtp queues all work on the device's single stream, so stream order
+            // alone keeps every use of a tensor before its release.
+            unsafe { cuda.disable_event_tracking() };
+            if let Some(pool) = imp::pool(&device) {
+                imp::set(pool, imp::Attr::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, u64::MAX);
+            }
+        }
+        device
+    }
+
+    /// Starts a measurement: the pool's high-water mark drops to what is in use now.
+    /// Returns false where there is no pool to measure (CPU, or no async allocation).
+    pub fn reset_peak(device: &Device) -> bool {
+        #[cfg(feature = "cuda")]
+        if let Some(pool) = imp::pool(device) {
+            return imp::set(pool, imp::Attr::CU_MEMPOOL_ATTR_USED_MEM_HIGH, 0);
+        }
+        let _ = device;
+        false
+    }
+
+    /// Most bytes in use at once since [`reset_peak`] (weights and cache included).
+    pub fn peak_bytes(device: &Device) -> Option<u64> {
+        #[cfg(feature = "cuda")]
+        if let Some(pool) = imp::pool(device) {
+            return imp::get(pool, imp::Attr::CU_MEMPOOL_ATTR_USED_MEM_HIGH);
+        }
+        let _ = device;
+        None
+    }
+
+    #[cfg(feature = "cuda")]
+    mod imp {
+        use candle_core::cuda_backend::cudarc::driver::result::{device, mem_pool};
+        use candle_core::cuda_backend::cudarc::driver::sys;
+        use candle_core::Device;
+
+        pub use sys::CUmemPool_attribute as Attr;
+
+        pub fn pool(device: &Device) -> Option<sys::CUmemoryPool> {
+            let Device::Cuda(cuda) = device else {
+                return None;
+            };
+            let stream = cuda.cuda_stream();
+            let ctx = stream.context();
+            if !ctx.has_async_alloc() {
+                return None;
+            }
+            // SAFETY: the CUdevice comes from a live context.
+            unsafe { device::get_default_mem_pool(ctx.cu_device()) }.ok()
+        }
+
+        pub fn set(pool: sys::CUmemoryPool, attr: Attr, value: u64) -> bool {
+            let mut value = value;
+            // SAFETY: both attributes used here take a cuuint64_t.
+            unsafe { mem_pool::set_attribute(pool, attr, (&mut value as *mut u64).cast()) }.is_ok()
+        }
+
+        pub fn get(pool: sys::CUmemoryPool, attr: Attr) -> Option<u64> {
+            let mut value = 0u64;
+            // SAFETY: as in `set`.
+            unsafe { mem_pool::get_attribute(pool, attr, (&mut value as *mut u64).cast()) }
+                .ok()
+                .map(|_| value)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! The fused CUDA attention against the blocked f32 path on the CPU, on random inputs over
-//! lengths 1..=4096 (tile edges and non-multiples of the 64-row tile), prefill (t = n), decode
+//! lengths 1..=4096 (tile edges and non-multiples of the 64-key and 128-query tiles), prefill (t = n), decode
 //! (t = 1) and chunk (t < n) shapes, GQA, head dims 64 and 128, bf16 and f16, and KV-cache
-//! views whose head stride has spare capacity. Runs only in a `--features cuda` build on a GPU.
+//! views whose head stride has spare capacity; and the fused attention-scorer saliency against
+//! the blocked `tail_attention`. Runs only in a `--features cuda` build on a GPU.
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Tensor};
-use sdtp::model::attention::causal_attention;
+use sdtp::model::attention::{causal_attention, tail_attention};
+use sdtp::model::flash::try_flash_attention;
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
@@ -35,6 +37,9 @@ fn fused_attention_matches_the_f32_reference() {
                 (64, 64),
                 (65, 65),
                 (127, 127),
+                (129, 129),
+                (255, 255),
+                (257, 257),
                 (300, 300),
                 (1000, 1000),
                 (4096, 4096),
@@ -60,29 +65,160 @@ fn fused_attention_matches_the_f32_reference() {
                 .unwrap();
 
                 let to_gpu = |x: &Tensor| x.to_dtype(dtype).unwrap().to_device(&gpu).unwrap();
-                let (kg, vg) = (to_gpu(&kbuf), to_gpu(&vbuf));
-                let fused = causal_attention(
-                    &to_gpu(&q),
-                    &kg.narrow(2, 0, n).unwrap(),
-                    &vg.narrow(2, 0, n).unwrap(),
-                )
-                .unwrap()
-                .to_dtype(DType::F32)
-                .unwrap()
-                .to_device(&cpu)
-                .unwrap();
-                assert_eq!(fused.dims(), reference.dims());
-                let diff = max_abs_diff(&fused, &reference);
-                worst = worst.max(diff);
-                // P is rounded to the input dtype before P·V (as in FlashAttention): about 2^-8
-                // relative for bf16 and 2^-11 for f16, on outputs of order 1.
-                let tolerance = if dtype == DType::BF16 { 4e-2 } else { 1e-2 };
-                assert!(
-                    diff < tolerance,
-                    "{dtype:?} d={d} t={t} n={n}: max abs diff {diff}"
-                );
+                let (qg, kg, vg) = (to_gpu(&q), to_gpu(&kbuf), to_gpu(&vbuf));
+                let (kg, vg) = (kg.narrow(2, 0, n).unwrap(), vg.narrow(2, 0, n).unwrap());
+                // What prefill runs (cuDNN where it applies and loads, else ours), and our
+                // own kernel on its own.
+                let dispatched = causal_attention(&qg, &kg, &vg).unwrap();
+                let own = try_flash_attention(&qg, &kg, &vg)
+                    .unwrap()
+                    .expect("kernel applies");
+                for (name, fused) in [("dispatched", dispatched), ("own kernel", own)] {
+                    let fused = fused.to_dtype(DType::F32).unwrap().to_device(&cpu).unwrap();
+                    assert_eq!(fused.dims(), reference.dims());
+                    let diff = max_abs_diff(&fused, &reference);
+                    worst = worst.max(diff);
+                    // P is rounded to the input dtype before P·V (as in FlashAttention):
+                    // about 2^-8 relative for bf16 and 2^-11 for f16, on outputs of order 1.
+                    let tolerance = if dtype == DType::BF16 { 4e-2 } else { 1e-2 };
+                    assert!(
+                        diff < tolerance,
+                        "{name}: {dtype:?} d={d} t={t} n={n}: max abs diff {diff}"
+                    );
+                }
             }
         }
     }
     eprintln!("fused attention vs f32 reference: worst max abs diff {worst:e}");
+}
+
+/// The fused attention-scorer saliency (log-sum-exp pass + column sums) against the blocked
+/// f32 `tail_attention` on the CPU: same distribution over keys, to within bf16/f16 rounding
+/// of the scores, for tails of one query, 10% of the rows and all rows.
+#[test]
+fn fused_tail_attention_matches_the_f32_reference() {
+    let gpu = Device::new_cuda(0).expect("a CUDA device");
+    let cpu = Device::Cpu;
+    let mut worst = 0f32;
+    for &dtype in &[DType::BF16, DType::F16] {
+        for &d in &[64usize, 128] {
+            for &(t, n) in &[
+                (1usize, 1usize),
+                (65, 65),
+                (300, 300),
+                (1000, 1000),
+                (4096, 4096),
+                (100, 1500),
+            ] {
+                for tail in [1, t.div_ceil(10), t] {
+                    let (heads, kv_heads) = (8, 2);
+                    let round =
+                        |x: Tensor| x.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
+                    let q = round(Tensor::randn(0f32, 1.0, (1, heads, t, d), &cpu).unwrap());
+                    let capacity = n + 24;
+                    let kbuf =
+                        round(Tensor::randn(0f32, 1.0, (1, kv_heads, capacity, d), &cpu).unwrap());
+                    let reference =
+                        tail_attention(&q, &kbuf.narrow(2, 0, n).unwrap(), tail).unwrap();
+                    let to_gpu = |x: &Tensor| x.to_dtype(dtype).unwrap().to_device(&gpu).unwrap();
+                    let fused =
+                        tail_attention(&to_gpu(&q), &to_gpu(&kbuf).narrow(2, 0, n).unwrap(), tail)
+                            .unwrap()
+                            .to_device(&cpu)
+                            .unwrap();
+                    assert_eq!(fused.dims(), reference.dims());
+                    let total = fused.sum_all().unwrap().to_scalar::<f32>().unwrap();
+                    assert!(
+                        (total - 1.0).abs() < 1e-3,
+                        "t={t} n={n} tail={tail}: sums to {total}"
+                    );
+                    // Relative to the largest score: the scores themselves span many decades.
+                    let peak = reference.max(0).unwrap().to_scalar::<f32>().unwrap();
+                    let diff = max_abs_diff(&fused, &reference) / peak;
+                    worst = worst.max(diff);
+                    assert!(
+                        diff < 2e-2,
+                        "{dtype:?} d={d} t={t} n={n} tail={tail}: {diff}"
+                    );
+                }
+            }
+        }
+    }
+    eprintln!("fused tail attention vs f32 reference: worst max diff / peak {worst:e}");
+}
+
+/// The fused SwiGLU activation against an f32 reference from the same rounded inputs,
+/// including sizes that leave a tail after the 16-byte vector loop: one rounding of the result
+/// to the dtype, nothing more.
+#[test]
+fn fused_silu_mul_matches_an_f32_reference() {
+    use sdtp::model::fused::silu_mul;
+    use sdtp::model::llama::Kernels;
+    let gpu = Device::new_cuda(0).expect("a CUDA device");
+    let cpu = Device::Cpu;
+    for &dtype in &[DType::BF16, DType::F16, DType::F32] {
+        for &len in &[1usize, 7, 8, 1000, 11008 * 3 + 5] {
+            let gate = Tensor::randn(0f32, 3.0, len, &gpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let up = Tensor::randn(0f32, 1.0, len, &gpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let fused = silu_mul(&gate, &up, Kernels::Fast).unwrap();
+            let f32_cpu = |x: &Tensor| x.to_dtype(DType::F32).unwrap().to_device(&cpu).unwrap();
+            let reference = silu_mul(&f32_cpu(&gate), &f32_cpu(&up), Kernels::Fast).unwrap();
+            let err = (f32_cpu(&fused) - &reference).unwrap().abs().unwrap();
+            let bound = (reference.abs().unwrap() + 1e-3).unwrap();
+            let worst = (err / bound)
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let unit = match dtype {
+                DType::BF16 => 2f32.powi(-8),
+                DType::F16 => 2f32.powi(-11),
+                _ => 4e-6,
+            };
+            assert!(
+                worst <= 1.01 * unit,
+                "{dtype:?} len={len}: relative error {worst}"
+            );
+        }
+    }
+}
+
+/// What a prune stage runs on CUDA: attention plus the scorer's saliency in one call (through
+/// cuDNN's row statistics where cuDNN loads), against the separate f32 CPU computations.
+#[test]
+fn attention_with_tail_scores_matches_the_f32_reference() {
+    use sdtp::model::attention::causal_attention_and_tail;
+    let gpu = Device::new_cuda(0).expect("a CUDA device");
+    let cpu = Device::Cpu;
+    for &(t, n) in &[(64usize, 64usize), (300, 300), (1000, 1000), (100, 1500)] {
+        let (heads, kv_heads, d) = (8, 2, 128);
+        let round = |x: Tensor| {
+            x.to_dtype(DType::BF16)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+        };
+        let q = round(Tensor::randn(0f32, 1.0, (1, heads, t, d), &cpu).unwrap());
+        let k = round(Tensor::randn(0f32, 1.0, (1, kv_heads, n, d), &cpu).unwrap());
+        let v = round(Tensor::randn(0f32, 1.0, (1, kv_heads, n, d), &cpu).unwrap());
+        let tail = t.div_ceil(10);
+        let want_out = causal_attention(&q, &k, &v).unwrap();
+        let want_scores = tail_attention(&q, &k, tail).unwrap();
+        let to_gpu = |x: &Tensor| x.to_dtype(DType::BF16).unwrap().to_device(&gpu).unwrap();
+        let (out, scores) =
+            causal_attention_and_tail(&to_gpu(&q), &to_gpu(&k), &to_gpu(&v), Some(tail)).unwrap();
+        let out = out.to_dtype(DType::F32).unwrap().to_device(&cpu).unwrap();
+        let scores = scores.expect("tail scores").to_device(&cpu).unwrap();
+        assert!(max_abs_diff(&out, &want_out) < 4e-2, "t={t} n={n}: output");
+        let peak = want_scores.max(0).unwrap().to_scalar::<f32>().unwrap();
+        let diff = max_abs_diff(&scores, &want_scores) / peak;
+        assert!(diff < 2e-2, "t={t} n={n}: scores off by {diff} of the peak");
+    }
 }

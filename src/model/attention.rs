@@ -14,10 +14,36 @@ pub const QUERY_BLOCK: usize = 256;
 /// Returns (1, heads, t, d) in the dtype of `q`.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
-    if let Some(out) = super::flash::try_flash_attention(q, k, v)? {
-        return Ok(out);
+    {
+        if let Some(out) = super::cudnn::try_cudnn_attention(q, k, v)? {
+            return Ok(out);
+        }
+        if let Some(out) = super::flash::try_flash_attention(q, k, v)? {
+            return Ok(out);
+        }
     }
     causal_attention_with(q, k, v, Kernels::Fast)
+}
+
+/// [`causal_attention`], and with `tail = Some(m)` also [`tail_attention`] of the last m
+/// queries. On CUDA, when cuDNN runs the attention, its row statistics feed the fused
+/// scorer, which then needs a single pass over the tail rows.
+pub fn causal_attention_and_tail(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    tail: Option<usize>,
+) -> Result<(Tensor, Option<Tensor>)> {
+    #[cfg(feature = "cuda")]
+    if let Some(tail) = tail {
+        if let Some((out, stats)) = super::cudnn::try_cudnn_attention_with_stats(q, k, v)? {
+            if let Some(scores) = super::flash::try_tail_attention(q, k, tail, Some(&stats))? {
+                return Ok((out, Some(scores)));
+            }
+        }
+    }
+    let scores = tail.map(|m| tail_attention(q, k, m)).transpose()?;
+    Ok((causal_attention(q, k, v)?, scores))
 }
 
 /// [`causal_attention`] with the chosen softmax kernel: candle's fused `softmax_last_dim`
@@ -46,6 +72,10 @@ pub fn causal_attention_with(
 /// queries: the training-free saliency used by the `attention` scorer (LazyLLM-style).
 /// Returns (n,) f32.
 pub fn tail_attention(q: &Tensor, k: &Tensor, tail: usize) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(scores) = super::flash::try_tail_attention(q, k, tail, None)? {
+        return Ok(scores);
+    }
     let (_, heads, t, _) = q.dims4()?;
     let tail = tail.clamp(1, t);
     let n = k.dim(2)?;

@@ -3,8 +3,8 @@
 
 use candle_core::{Result, Tensor};
 
-/// Keys and values of one layer, in a buffer that grows by doubling so decode appends are
-/// amortised O(1) copies instead of re-concatenating the whole cache every token.
+/// Keys and values of one layer, in a buffer with spare room so decode appends are amortised
+/// O(1) copies instead of re-concatenating the whole cache every token.
 ///
 /// Not `Clone`: appends write into the buffer in place, so two handles on one buffer would
 /// overwrite each other's entries.
@@ -46,10 +46,19 @@ impl LayerCache {
             );
         }
         let len = self.len();
+        if len == 0 {
+            // A prefill's keys and values become the buffer as they are: no zeroed buffer and
+            // no second copy (the first decode append grows it).
+            let (k, v) = (k.contiguous()?, v.contiguous()?);
+            self.k = Some(k.clone());
+            self.v = Some(v.clone());
+            self.positions.extend_from_slice(positions);
+            return Ok((k, v));
+        }
         let needed = len + t;
         let capacity = self.k.as_ref().map_or(Ok(0), |b| b.dim(2))?;
         if needed > capacity {
-            let new_capacity = needed.max(capacity * 2).max(16);
+            let new_capacity = grown_capacity(capacity, needed);
             self.k = Some(grow(self.k.as_ref(), k, len, new_capacity)?);
             self.v = Some(grow(self.v.as_ref(), v, len, new_capacity)?);
         }
@@ -73,6 +82,13 @@ impl LayerCache {
             None => 0,
         }
     }
+}
+
+/// Room for `needed` entries and then some: an eighth more (at least 256), so decode appends
+/// copy the cache O(1) times per eighth of its length, while a long prompt's cache never
+/// doubles (at 128K tokens a doubled Llama-2-7B cache would need another 68 GB).
+fn grown_capacity(capacity: usize, needed: usize) -> usize {
+    needed.max(capacity + (capacity / 8).max(256))
 }
 
 /// A new (1, heads, capacity, dim) buffer holding the first `len` entries of `old`.
@@ -134,6 +150,13 @@ mod tests {
         assert_eq!(cache.positions()[10], 100);
         assert_eq!(cache.bytes(), 2 * 2 * 30 * 2 * DType::F32.size_in_bytes());
         Ok(())
+    }
+
+    #[test]
+    fn long_caches_grow_by_an_eighth_not_by_doubling() {
+        assert_eq!(grown_capacity(1000, 1001), 1256);
+        assert_eq!(grown_capacity(65536, 65537), 65536 + 8192);
+        assert_eq!(grown_capacity(0, 5000), 5000);
     }
 
     #[test]

@@ -129,12 +129,23 @@ impl Attention {
                 .reshape((b, t, n, self.head_dim))?
                 .transpose(1, 2)
         };
-        let q = rope.apply_with(
-            &heads(&self.q_proj, self.num_heads)?,
-            &positions.cos,
-            &positions.sin,
-            self.kernels,
-        )?;
+        let q = if self.kernels == Kernels::Fast && x.device().is_cuda() {
+            // The CUDA attention kernels read q through its strides: rotate it in the
+            // projection's (b, t, heads, d) layout and skip a transpose copy per layer.
+            let q = self
+                .q_proj
+                .forward(x)?
+                .reshape((b, t, self.num_heads, self.head_dim))?;
+            rope.apply_seq_major(&q, &positions.cos, &positions.sin)?
+                .transpose(1, 2)?
+        } else {
+            rope.apply_with(
+                &heads(&self.q_proj, self.num_heads)?,
+                &positions.cos,
+                &positions.sin,
+                self.kernels,
+            )?
+        };
         let k = rope.apply_with(
             &heads(&self.k_proj, self.num_kv_heads)?,
             &positions.cos,
@@ -156,15 +167,16 @@ impl Attention {
                 )
             };
         }
-        let tail = match tail_queries {
-            Some(n) => Some(attention::tail_attention(&q, &k_all, n)?),
-            None => None,
-        };
-        let y = match self.kernels {
-            Kernels::Fast => attention::causal_attention(&q, &k_all, &v_all)?,
-            Kernels::Differentiable => {
-                attention::causal_attention_with(&q, &k_all, &v_all, Kernels::Differentiable)?
+        let (y, tail) = match self.kernels {
+            Kernels::Fast => {
+                attention::causal_attention_and_tail(&q, &k_all, &v_all, tail_queries)?
             }
+            Kernels::Differentiable => (
+                attention::causal_attention_with(&q, &k_all, &v_all, Kernels::Differentiable)?,
+                tail_queries
+                    .map(|m| attention::tail_attention(&q, &k_all, m))
+                    .transpose()?,
+            ),
         };
         let y = y
             .transpose(1, 2)?
@@ -190,9 +202,11 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        let gate = self.gate_proj.forward(x)?;
+        let up = self.up_proj.forward(x)?;
+        self.down_proj
+            .forward(&super::fused::silu_mul(&gate, &up, kernels)?)
     }
 }
 
@@ -242,11 +256,10 @@ impl DecoderLayer {
             tail_queries,
         )?;
         let hidden = (hidden + attn)?;
-        let mlp = self.mlp.forward(&rms_norm(
-            &self.post_attention_layernorm,
-            &hidden,
+        let mlp = self.mlp.forward(
+            &rms_norm(&self.post_attention_layernorm, &hidden, self.kernels)?,
             self.kernels,
-        )?)?;
+        )?;
         Ok(LayerOutput {
             hidden: (hidden + mlp)?,
             tail_attention,

@@ -4,7 +4,10 @@ pub mod attention;
 pub mod cache;
 pub mod config;
 #[cfg(feature = "cuda")]
+pub mod cudnn;
+#[cfg(feature = "cuda")]
 pub mod flash;
+pub mod fused;
 pub mod llama;
 pub mod load;
 pub mod rope;

@@ -41,6 +41,12 @@ impl RotaryEmbedding {
         self.apply_with(x, cos, sin, Kernels::Fast)
     }
 
+    /// [`RotaryEmbedding::apply`] for `x` in (batch, len, heads, head_dim) layout (candle's
+    /// fused kernel, no backward); returns the same layout.
+    pub fn apply_seq_major(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        candle_nn::rotary_emb::rope_thd(&x.contiguous()?, cos, sin)
+    }
+
     /// [`RotaryEmbedding::apply`] with the chosen kernel: candle's fused `rope` has no
     /// backward, `rope_slow` is the same rotation in basic (differentiable) ops.
     pub fn apply_with(
@@ -116,6 +122,23 @@ mod tests {
         let scaled = inverse_frequencies(128, 500_000.0, Some(&s));
         assert_eq!(plain[0], scaled[0]);
         assert!((plain[63] / 8.0 - scaled[63]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sequence_major_rotation_equals_the_head_major_one() -> Result<()> {
+        let cfg = ModelConfig::synthetic("tiny").unwrap();
+        let rope = RotaryEmbedding::new(&cfg, &Device::Cpu)?;
+        let positions = Tensor::new(&[0u32, 3, 4, 9, 17], &Device::Cpu)?;
+        let (cos, sin) = rope.cos_sin(&positions, DType::F32)?;
+        let x = Tensor::randn(0f32, 1.0, (1, 5, 2, cfg.head_dim), &Device::Cpu)?;
+        let seq_major = rope.apply_seq_major(&x, &cos, &sin)?.transpose(1, 2)?;
+        let head_major = rope.apply(&x.transpose(1, 2)?, &cos, &sin)?;
+        let diff = (seq_major - head_major)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "{diff}");
+        Ok(())
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! number includes the weights and whatever the allocator kept from earlier runs: compare it
 //! between modes of one report, not with other programs' numbers.
 //!
-//! On CUDA, candle exposes no peak-allocation counter, so the peak is not measured (null in
-//! reports) rather than guessed from a snapshot of free memory.
+//! On CUDA it is the high-water mark of bytes in use in the device's stream-ordered memory
+//! pool, which every candle allocation comes from (`device::cuda_pool`), reset before each
+//! run: weights, KV cache and activations, counted exactly rather than guessed from a
+//! snapshot of free memory. Where the driver has no such pool it is not measured (null).
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,8 @@ pub enum MemoryKind {
     PeakRss,
     /// Peak RSS of the whole process so far (the kernel refused the reset).
     ProcessPeakRss,
+    /// Peak bytes in use in the CUDA memory pool during the run, reset before it.
+    CudaPoolPeak,
     /// Not measured on this device.
     NotMeasured,
 }
@@ -28,19 +32,29 @@ pub enum MemoryKind {
 #[derive(Debug)]
 pub struct PeakMemory {
     kind: MemoryKind,
+    device: Device,
 }
 
 impl PeakMemory {
     /// Picks what can be measured on `device`.
     pub fn for_device(device: &Device) -> Self {
-        let kind = if !device.is_cpu() || read_vm_hwm().is_none() {
+        let kind = if device.is_cuda() {
+            if crate::device::cuda_pool::reset_peak(device) {
+                MemoryKind::CudaPoolPeak
+            } else {
+                MemoryKind::NotMeasured
+            }
+        } else if !device.is_cpu() || read_vm_hwm().is_none() {
             MemoryKind::NotMeasured
         } else if reset_peak_rss() {
             MemoryKind::PeakRss
         } else {
             MemoryKind::ProcessPeakRss
         };
-        Self { kind }
+        Self {
+            kind,
+            device: device.clone(),
+        }
     }
 
     pub fn kind(&self) -> MemoryKind {
@@ -49,8 +63,14 @@ impl PeakMemory {
 
     /// Starts a run: resets the peak where that is possible.
     pub fn start(&self) {
-        if self.kind == MemoryKind::PeakRss {
-            reset_peak_rss();
+        match self.kind {
+            MemoryKind::PeakRss => {
+                reset_peak_rss();
+            }
+            MemoryKind::CudaPoolPeak => {
+                crate::device::cuda_pool::reset_peak(&self.device);
+            }
+            _ => {}
         }
     }
 
@@ -59,6 +79,7 @@ impl PeakMemory {
     pub fn peak_bytes(&self) -> Option<u64> {
         match self.kind {
             MemoryKind::NotMeasured => None,
+            MemoryKind::CudaPoolPeak => crate::device::cuda_pool::peak_bytes(&self.device),
             _ => read_vm_hwm(),
         }
     }
@@ -70,9 +91,11 @@ impl PeakMemory {
             MemoryKind::ProcessPeakRss => {
                 "peak RSS of the process so far (VmHWM; the kernel refused the per-run reset)"
             }
-            MemoryKind::NotMeasured => {
-                "not measured: candle has no peak-allocation counter for this device"
+            MemoryKind::CudaPoolPeak => {
+                "peak bytes in use in the CUDA memory pool during each run (weights included; \
+                 reset before the run)"
             }
+            MemoryKind::NotMeasured => "not measured: no peak-allocation counter for this device",
         }
     }
 }
