@@ -162,9 +162,9 @@ pub fn prefill_with_pruning(
                     .as_slice(),
                 hidden.device(),
             )?;
-            hidden = hidden.index_select(&index_tensor, 1)?;
-            let kept_positions: Vec<u32> = kept.iter().map(|&i| positions.ids()[i]).collect();
-            positions = model.positions(kept_positions.clone())?;
+            hidden = crate::model::fused::gather_rows(&hidden, &index_tensor)?;
+            positions = positions.select(&kept, &index_tensor)?;
+            let kept_positions = positions.ids().to_vec();
             check_lengths(index, "after pruning", &hidden, &positions, seen, tokens_in)?;
             kept_per_stage.push(StageKept {
                 layer: index,

@@ -222,3 +222,52 @@ fn attention_with_tail_scores_matches_the_f32_reference() {
         assert!(diff < 2e-2, "t={t} n={n}: scores off by {diff} of the peak");
     }
 }
+
+/// The coalesced (1, t, heads, d) -> (1, heads, t, d) copy equals candle's transpose copy.
+#[test]
+fn heads_major_copy_equals_a_transpose() {
+    use sdtp::model::fused::to_heads_major;
+    let gpu = Device::new_cuda(0).expect("a CUDA device");
+    for &dtype in &[DType::BF16, DType::F16] {
+        for &(t, heads, d) in &[
+            (1usize, 1usize, 8usize),
+            (5, 3, 64),
+            (1000, 8, 128),
+            (77, 32, 128),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (1, t, heads, d), &gpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let fast = to_heads_major(&x).unwrap();
+            let plain = x.transpose(1, 2).unwrap().contiguous().unwrap();
+            assert_eq!(fast.dims(), plain.dims());
+            let f32 = |x: Tensor| x.to_dtype(DType::F32).unwrap();
+            assert_eq!(
+                max_abs_diff(&f32(fast), &f32(plain)),
+                0.0,
+                "t={t} heads={heads} d={d}"
+            );
+        }
+    }
+}
+
+/// The kept-row gather equals candle's index_select.
+#[test]
+fn row_gather_equals_index_select() {
+    use sdtp::model::fused::gather_rows;
+    let gpu = Device::new_cuda(0).expect("a CUDA device");
+    for &dtype in &[DType::BF16, DType::F16] {
+        let x = Tensor::randn(0f32, 1.0, (1, 300, 576), &gpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let kept: Vec<u32> = (0..300).filter(|i| i % 3 != 1).collect();
+        let index = Tensor::new(kept.as_slice(), &gpu).unwrap();
+        let fast = gather_rows(&x, &index).unwrap();
+        let plain = x.index_select(&index, 1).unwrap();
+        let f32 = |x: Tensor| x.to_dtype(DType::F32).unwrap();
+        assert_eq!(fast.dims(), plain.dims());
+        assert_eq!(max_abs_diff(&f32(fast), &f32(plain)), 0.0);
+    }
+}

@@ -1,24 +1,65 @@
-//! Fused element-wise steps of the layer: one kernel on CUDA (kernels/fused_ops.cu), candle's
-//! ops everywhere else and whenever gradients are needed (the fused kernels have no backward).
+//! Fused element-wise and layout steps of the layer: one kernel on CUDA
+//! (kernels/fused_ops.cu), candle's ops everywhere else and whenever gradients are needed (the
+//! fused kernels have no backward).
 
 use candle_core::{Result, Tensor};
 
 use super::llama::Kernels;
 
-/// silu(gate) · up, the SwiGLU activation.
+/// silu(gate) · up, the SwiGLU activation. gate and up may be row-strided views (the two
+/// halves of a fused gate/up projection); the result is contiguous.
 pub fn silu_mul(gate: &Tensor, up: &Tensor, kernels: Kernels) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if kernels == Kernels::Fast
         && gate.device().is_cuda()
-        && gate.is_contiguous()
-        && up.is_contiguous()
         && gate.shape() == up.shape()
         && gate.dtype() == up.dtype()
+        && cuda::row_stride(gate).is_some()
+        && cuda::row_stride(up).is_some()
     {
         return gate.apply_op2_no_bwd(up, &cuda::SiluMul);
     }
     let _ = kernels;
     candle_nn::ops::silu(gate)? * up
+}
+
+/// (1, t, heads, d) -> (1, heads, t, d), contiguous: the KV-cache layout from the projection's.
+pub fn to_heads_major(x: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda()
+        && x.is_contiguous()
+        && matches!(
+            x.dtype(),
+            candle_core::DType::BF16 | candle_core::DType::F16
+        )
+        && x.rank() == 4
+        && x.dim(0)? == 1
+        && x.dim(3)? % 8 == 0
+    {
+        return x.apply_op1_no_bwd(&cuda::HeadsMajor);
+    }
+    x.transpose(1, 2)?.contiguous()
+}
+
+/// Rows `index` (u32, (m,)) of `x` (1, n, cols) as (1, m, cols): the kept tokens' hidden
+/// states after a prune stage.
+pub fn gather_rows(x: &Tensor, index: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda()
+        && x.is_contiguous()
+        && index.is_contiguous()
+        && index.dtype() == candle_core::DType::U32
+        && matches!(
+            x.dtype(),
+            candle_core::DType::BF16 | candle_core::DType::F16
+        )
+        && x.rank() == 3
+        && x.dim(0)? == 1
+        && x.dim(2)? % 8 == 0
+    {
+        return x.apply_op2_no_bwd(index, &cuda::GatherRows);
+    }
+    x.index_select(index, 1)
 }
 
 #[cfg(feature = "cuda")]
@@ -31,6 +72,33 @@ mod cuda {
     const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused_ops.ptx"));
 
     pub struct SiluMul;
+
+    /// The single row stride of a tensor whose last dim is contiguous and whose other dims
+    /// collapse into rows (as in a (1, t, cols) view of wider rows).
+    pub fn row_stride(x: &candle_core::Tensor) -> Option<usize> {
+        row_stride_of(x.layout())
+    }
+
+    fn row_stride_of(l: &Layout) -> Option<usize> {
+        let (dims, stride) = (l.dims(), l.stride());
+        let rank = dims.len();
+        if rank == 0 || stride[rank - 1] != 1 {
+            return None;
+        }
+        if rank == 1 {
+            return Some(dims[0]);
+        }
+        let row = stride[rank - 2];
+        // Every outer dim must step by whole rows, in order.
+        let mut expect = row * dims[rank - 2];
+        for i in (0..rank - 2).rev() {
+            if dims[i] > 1 && stride[i] != expect {
+                return None;
+            }
+            expect *= dims[i];
+        }
+        Some(row)
+    }
 
     impl candle_core::CustomOp2 for SiluMul {
         fn name(&self) -> &'static str {
@@ -56,6 +124,15 @@ mod cuda {
         ) -> Result<(CudaStorage, Shape)> {
             let dev = gate.device().clone();
             let n = lg.shape().elem_count();
+            let cols = lg.dims().last().copied().unwrap_or(1);
+            let rows = n / cols.max(1);
+            let (Some(gs), Some(us)) = (row_stride_of(lg), row_stride_of(lu)) else {
+                candle_core::bail!("silu·mul: operands must be row-strided")
+            };
+            let vec_elems = 16 / gate.dtype().size_in_bytes();
+            let vec = [cols, gs, us, lg.start_offset(), lu.start_offset()]
+                .iter()
+                .all(|x| x % vec_elems == 0);
             let suffix = match gate.dtype() {
                 DType::BF16 => "bf16",
                 DType::F16 => "f16",
@@ -70,7 +147,8 @@ mod cuda {
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let n_i = n as i64;
+            let (rows_i, cols_i, vec_i) = (rows as i32, cols as i32, vec as i32);
+            let (gs_i, us_i) = (gs as i64, us as i64);
             macro_rules! run {
                 ($variant:ident, $ty:ty) => {{
                     let (CudaStorageSlice::$variant(g), CudaStorageSlice::$variant(u)) =
@@ -82,9 +160,10 @@ mod cuda {
                     // SAFETY: every element is written by the kernel.
                     let out = unsafe { dev.alloc::<$ty>(n)? };
                     let mut b = func.builder();
-                    b.arg(&g).arg(&u).arg(&out).arg(&n_i);
-                    // SAFETY: matches silu_mul_* in kernels/fused_ops.cu; both inputs hold n
-                    // contiguous elements.
+                    b.arg(&g).arg(&u).arg(&out).arg(&rows_i).arg(&cols_i);
+                    b.arg(&gs_i).arg(&us_i).arg(&vec_i);
+                    // SAFETY: matches silu_mul_* in kernels/fused_ops.cu; rows × cols with the
+                    // row strides measured above stay inside both inputs.
                     unsafe { b.launch(cfg) }.w()?;
                     CudaStorageSlice::$variant(out)
                 }};
@@ -95,6 +174,142 @@ mod cuda {
                 _ => run!(F32, f32),
             };
             Ok((CudaStorage { slice, device: dev }, lg.shape().clone()))
+        }
+    }
+
+    pub struct HeadsMajor;
+
+    impl candle_core::CustomOp1 for HeadsMajor {
+        fn name(&self) -> &'static str {
+            "sdtp-heads-major"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &Layout,
+        ) -> Result<(candle_core::CpuStorage, Shape)> {
+            candle_core::bail!("the heads-major copy kernel runs on CUDA only")
+        }
+
+        fn cuda_fwd(&self, x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+            let dev = x.device().clone();
+            let (_, t, heads, d) = l.shape().dims4()?;
+            let suffix = match x.dtype() {
+                DType::BF16 => "bf16",
+                DType::F16 => "f16",
+                other => candle_core::bail!("heads-major copy: unsupported dtype {other:?}"),
+            };
+            let func = dev.get_or_load_custom_func(
+                &format!("heads_major_{suffix}"),
+                "sdtp_fused_ops",
+                PTX,
+            )?;
+            let chunks = t * heads * d / 8;
+            let cfg = LaunchConfig {
+                grid_dim: (chunks.div_ceil(256).clamp(1, 8192) as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let (t_i, h_i, d_i) = (t as i32, heads as i32, d as i32);
+            macro_rules! run {
+                ($variant:ident, $ty:ty) => {{
+                    let CudaStorageSlice::$variant(src) = &x.slice else {
+                        candle_core::bail!("heads-major copy: dtype mismatch")
+                    };
+                    let src = src.slice(l.start_offset()..);
+                    // SAFETY: every element is written by the kernel.
+                    let out = unsafe { dev.alloc::<$ty>(t * heads * d)? };
+                    let mut b = func.builder();
+                    b.arg(&src).arg(&out).arg(&t_i).arg(&h_i).arg(&d_i);
+                    // SAFETY: matches heads_major_* in kernels/fused_ops.cu; the input is
+                    // contiguous (1, t, heads, d) with d a multiple of 8.
+                    unsafe { b.launch(cfg) }.w()?;
+                    CudaStorageSlice::$variant(out)
+                }};
+            }
+            let slice = match x.dtype() {
+                DType::BF16 => run!(BF16, half::bf16),
+                _ => run!(F16, half::f16),
+            };
+            Ok((
+                CudaStorage { slice, device: dev },
+                Shape::from((1, heads, t, d)),
+            ))
+        }
+    }
+
+    pub struct GatherRows;
+
+    impl candle_core::CustomOp2 for GatherRows {
+        fn name(&self) -> &'static str {
+            "sdtp-gather-rows"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &Layout,
+            _: &candle_core::CpuStorage,
+            _: &Layout,
+        ) -> Result<(candle_core::CpuStorage, Shape)> {
+            candle_core::bail!("the row-gather kernel runs on CUDA only")
+        }
+
+        fn cuda_fwd(
+            &self,
+            x: &CudaStorage,
+            lx: &Layout,
+            index: &CudaStorage,
+            li: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            let dev = x.device().clone();
+            let (_, _, cols) = lx.shape().dims3()?;
+            let rows = li.shape().dims1()?;
+            let CudaStorageSlice::U32(idx) = &index.slice else {
+                candle_core::bail!("row gather: the index must be u32")
+            };
+            let idx = idx.slice(li.start_offset()..);
+            let suffix = match x.dtype() {
+                DType::BF16 => "bf16",
+                DType::F16 => "f16",
+                other => candle_core::bail!("row gather: unsupported dtype {other:?}"),
+            };
+            let func = dev.get_or_load_custom_func(
+                &format!("gather_rows_{suffix}"),
+                "sdtp_fused_ops",
+                PTX,
+            )?;
+            let cfg = LaunchConfig {
+                grid_dim: ((rows * cols / 8).div_ceil(256).clamp(1, 8192) as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let (rows_i, cols_i) = (rows as i32, cols as i32);
+            macro_rules! run {
+                ($variant:ident, $ty:ty) => {{
+                    let CudaStorageSlice::$variant(src) = &x.slice else {
+                        candle_core::bail!("row gather: dtype mismatch")
+                    };
+                    let src = src.slice(lx.start_offset()..);
+                    // SAFETY: every element is written by the kernel.
+                    let out = unsafe { dev.alloc::<$ty>(rows * cols)? };
+                    let mut b = func.builder();
+                    b.arg(&src).arg(&idx).arg(&out).arg(&rows_i).arg(&cols_i);
+                    // SAFETY: matches gather_rows_* in kernels/fused_ops.cu; every index is
+                    // below n (the prune selection returns positions of the current rows).
+                    unsafe { b.launch(cfg) }.w()?;
+                    CudaStorageSlice::$variant(out)
+                }};
+            }
+            let slice = match x.dtype() {
+                DType::BF16 => run!(BF16, half::bf16),
+                _ => run!(F16, half::f16),
+            };
+            Ok((
+                CudaStorage { slice, device: dev },
+                Shape::from((1, rows, cols)),
+            ))
         }
     }
 }

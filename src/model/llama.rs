@@ -32,6 +32,16 @@ impl Positions {
         Ok(Self { ids, cos, sin })
     }
 
+    /// The rows `kept` of these positions (`index` is `kept` as a u32 tensor on the device):
+    /// the angles are gathered, not recomputed.
+    pub fn select(&self, kept: &[usize], index: &Tensor) -> Result<Self> {
+        Ok(Self {
+            ids: kept.iter().map(|&i| self.ids[i]).collect(),
+            cos: self.cos.index_select(index, 0)?,
+            sin: self.sin.index_select(index, 0)?,
+        })
+    }
+
     pub fn ids(&self) -> &[u32] {
         &self.ids
     }
@@ -124,35 +134,36 @@ impl Attention {
         tail_queries: Option<usize>,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, t, _) = x.dims3()?;
-        let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
-            proj.forward(x)?
-                .reshape((b, t, n, self.head_dim))?
-                .transpose(1, 2)
-        };
-        let q = if self.kernels == Kernels::Fast && x.device().is_cuda() {
-            // The CUDA attention kernels read q through its strides: rotate it in the
-            // projection's (b, t, heads, d) layout and skip a transpose copy per layer.
-            let q = self
-                .q_proj
-                .forward(x)?
-                .reshape((b, t, self.num_heads, self.head_dim))?;
-            rope.apply_seq_major(&q, &positions.cos, &positions.sin)?
-                .transpose(1, 2)?
+        let (q, k, v) = if self.kernels == Kernels::Fast && x.device().is_cuda() {
+            // On CUDA: rotate q and k in the projection's (b, t, heads, d) layout; the
+            // attention kernels read q through its strides, and k and v reach the cache's
+            // (b, heads, t, d) layout through one coalesced copy each (candle's generic
+            // strided copy of a transposed view runs at a fraction of the bandwidth).
+            let seq_major = |proj: &Linear, n: usize| -> Result<Tensor> {
+                proj.forward(x)?.reshape((b, t, n, self.head_dim))
+            };
+            let (cos, sin) = (&positions.cos, &positions.sin);
+            let q = rope
+                .apply_seq_major(&seq_major(&self.q_proj, self.num_heads)?, cos, sin)?
+                .transpose(1, 2)?;
+            let k = rope.apply_seq_major(&seq_major(&self.k_proj, self.num_kv_heads)?, cos, sin)?;
+            let k = super::fused::to_heads_major(&k)?;
+            let v = super::fused::to_heads_major(&seq_major(&self.v_proj, self.num_kv_heads)?)?;
+            (q, k, v)
         } else {
-            rope.apply_with(
-                &heads(&self.q_proj, self.num_heads)?,
-                &positions.cos,
-                &positions.sin,
-                self.kernels,
-            )?
+            let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
+                proj.forward(x)?
+                    .reshape((b, t, n, self.head_dim))?
+                    .transpose(1, 2)
+            };
+            let rotate =
+                |x: &Tensor| rope.apply_with(x, &positions.cos, &positions.sin, self.kernels);
+            (
+                rotate(&heads(&self.q_proj, self.num_heads)?)?,
+                rotate(&heads(&self.k_proj, self.num_kv_heads)?)?,
+                heads(&self.v_proj, self.num_kv_heads)?,
+            )
         };
-        let k = rope.apply_with(
-            &heads(&self.k_proj, self.num_kv_heads)?,
-            &positions.cos,
-            &positions.sin,
-            self.kernels,
-        )?;
-        let v = heads(&self.v_proj, self.num_kv_heads)?;
         let cached = cache.len();
         let (mut k_all, mut v_all) = cache.append(&k, &v, positions.ids())?;
         if self.kernels == Kernels::Differentiable {
@@ -187,24 +198,29 @@ impl Attention {
 
 #[derive(Debug, Clone)]
 struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate_proj and up_proj stacked into one (2·intermediate, hidden) weight: one GEMM
+    /// instead of two, each output row holding [gate | up].
+    gate_up: Linear,
     down_proj: Linear,
+    intermediate: usize,
 }
 
 impl Mlp {
     fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let gate = vb.pp("gate_proj").get((i, h), "weight")?;
+        let up = vb.pp("up_proj").get((i, h), "weight")?;
         Ok(Self {
-            gate_proj: candle_nn::linear_no_bias(h, i, vb.pp("gate_proj"))?,
-            up_proj: candle_nn::linear_no_bias(h, i, vb.pp("up_proj"))?,
+            gate_up: Linear::new(Tensor::cat(&[&gate, &up], 0)?, None),
             down_proj: candle_nn::linear_no_bias(i, h, vb.pp("down_proj"))?,
+            intermediate: i,
         })
     }
 
     fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?;
-        let up = self.up_proj.forward(x)?;
+        let gate_up = self.gate_up.forward(x)?;
+        let i = self.intermediate;
+        let (gate, up) = (gate_up.narrow(2, 0, i)?, gate_up.narrow(2, i, i)?);
         self.down_proj
             .forward(&super::fused::silu_mul(&gate, &up, kernels)?)
     }
