@@ -319,7 +319,8 @@ __device__ __forceinline__ void flash_attn_fwd(const T* __restrict__ q, const T*
 }
 
 // Column sums of softmax(Q·Kᵀ) over the query rows [t - tail, t), one CTA per (head, 64-key
-// block): 4 warps of 16 keys; the tail queries stream through shared memory 64 at a time.
+// block): 4 warps of 16 keys, held in registers; the tail queries stream through two shared
+// memory buffers 64 at a time.
 // lse holds the tail rows' log-sum-exps, head h's at lse + h·lse_head_stride, in log2 units
 // after multiplying by lse_scale (1 for tail_lse's, log2(e) for cuDNN's natural-log stats).
 // Adds each key's sum over this head into scores[key] (f32, zeroed by the caller).
@@ -328,7 +329,7 @@ __device__ __forceinline__ void flash_attn_fwd(const T* __restrict__ q, const T*
 
 template <int D>
 __host__ __device__ constexpr int tail_smem_bytes() {
-    return (TAIL_KEYS + TAIL_QUERIES) * padded<D>() * 2;
+    return (TAIL_KEYS + 2 * TAIL_QUERIES) * padded<D>() * 2;
 }
 
 template <typename T, int D>
@@ -357,33 +358,40 @@ __device__ __forceinline__ void tail_scores_fwd(const T* __restrict__ q, const T
     const int start = max(first, key0 - offset);
     load_tile_async<T, D, LD, TAIL_KEYS, THREADS>(k_s, k + (long long)(head / groups) * k_head_stride,
                                                   key0, n);
+    if (start < t) load_tile_async<T, D, LD, TAIL_QUERIES, THREADS>(q_s, q_head, start, t);
     cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
 
+    // This warp's 16 keys stay in registers as the A operand for every query tile.
     const int a_row = lane % 16, a_col = (lane / 16) * 8;
     const int b_row = (lane % 8) + (lane / 16) * 8, b_col = ((lane / 8) % 2) * 8;
+    uint32_t a[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+        ldmatrix_x4(a[kk], smem_u32(k_s + (warp * 16 + a_row) * LD + kk * 16 + a_col));
     const int key_a = key0 + warp * 16 + g, key_b = key_a + 8;
     float col_a = 0.f, col_b = 0.f;
 
-    for (int r0 = start; r0 < t; r0 += TAIL_QUERIES) {
-        __syncthreads();  // done with the previous query tile
-        load_tile_async<T, D, LD, TAIL_QUERIES, THREADS>(q_s, q_head, r0, t);
+    // Query tiles are double-buffered: tile i+1 loads while tile i is multiplied.
+    for (int r0 = start, buf = 0; r0 < t; r0 += TAIL_QUERIES, buf ^= 1) {
+        const T* q_tile = q_s + buf * TAIL_QUERIES * LD;
+        if (r0 + TAIL_QUERIES < t)
+            load_tile_async<T, D, LD, TAIL_QUERIES, THREADS>(q_s + (buf ^ 1) * TAIL_QUERIES * LD,
+                                                             q_head, r0 + TAIL_QUERIES, t);
         cp_async_commit();
-        cp_async_wait<0>();
-        __syncthreads();
         // Sᵀ for 16 keys x 64 queries: keys are the A operand (rows), queries the B operand.
         float s[TAIL_QUERIES / 8][4];
 #pragma unroll
         for (int jn = 0; jn < TAIL_QUERIES / 8; ++jn) s[jn][0] = s[jn][1] = s[jn][2] = s[jn][3] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
-            uint32_t a[4];
-            ldmatrix_x4(a, smem_u32(k_s + (warp * 16 + a_row) * LD + kk * 16 + a_col));
 #pragma unroll
             for (int jn = 0; jn < TAIL_QUERIES / 16; ++jn) {
                 uint32_t b[4];
-                ldmatrix_x4(b, smem_u32(q_s + (jn * 16 + b_row) * LD + kk * 16 + b_col));
-                Mma<T>::run(s[2 * jn], a, b[0], b[1]);
-                Mma<T>::run(s[2 * jn + 1], a, b[2], b[3]);
+                ldmatrix_x4(b, smem_u32(q_tile + (jn * 16 + b_row) * LD + kk * 16 + b_col));
+                Mma<T>::run(s[2 * jn], a[kk], b[0], b[1]);
+                Mma<T>::run(s[2 * jn + 1], a[kk], b[2], b[3]);
             }
         }
 #pragma unroll
@@ -399,6 +407,8 @@ __device__ __forceinline__ void tail_scores_fwd(const T* __restrict__ q, const T
                 }
             }
         }
+        cp_async_wait<0>();
+        __syncthreads();  // the next tile has landed; every warp is done with this one
     }
 #pragma unroll
     for (int d = 1; d < 4; d <<= 1) {

@@ -166,12 +166,12 @@ def run(args):
                     print(f"FAIL lse d={d} t={t} n={n} tail={tail} max_abs={lse_err:.3g}")
                 scores = torch.zeros(n, device=dev)
                 fn = prod.get_function(f"tail_scores_bf16_d{d}")
-                fn.max_dynamic_shared_size_bytes = 128 * (d + 8) * 2
+                fn.max_dynamic_shared_size_bytes = 192 * (d + 8) * 2
                 fn((heads, (n + 63) // 64), (128,),
                    (ptr(q), ptr(kb), ptr(lse), np.int64(tail), np.float32(1.0), ptr(scores),
                     np.int32(t), np.int32(n), np.int32(tail),
                     np.int32(heads // kvh), np.int64(cap * d), sl),
-                   shared_mem=128 * (d + 8) * 2)
+                   shared_mem=192 * (d + 8) * 2)
                 torch.cuda.synchronize()
                 want = probs[:, t - tail:, :].sum(dim=(0, 1))
                 err = ((scores - want).abs().max() / want.abs().max()).item()

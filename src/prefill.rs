@@ -136,23 +136,36 @@ pub fn prefill_with_pruning(
         let stage = stages.next_if(|s| s.layer == index);
         let tokens_in = positions.len();
         let started = start_clock(model, options)?;
-        let out = layer.forward(
+        let attended = layer.attend(
             &hidden,
             &positions,
             model.rope(),
             &mut cache.layers[index],
             stage.and_then(|_| scorer.tail_queries(tokens_in)),
         )?;
-        hidden = out.hidden;
+        // Scores that need only the attention are read now, before the MLP is queued: the
+        // device then runs the MLP while the host chooses the kept tokens.
+        let early_scores = match stage {
+            Some(_) if scorer.reads_only_attention() => Some(scorer.score(&ScoreInput {
+                layer: index,
+                hidden: &attended.hidden,
+                tail_attention: attended.tail_attention.as_ref(),
+            })?),
+            _ => None,
+        };
+        hidden = layer.feed_forward(&attended.hidden)?;
         let seen = cache.layers[index].len();
         check_lengths(index, "after layer", &hidden, &positions, seen, tokens_in)?;
         let mut summary = None;
         if let Some(stage) = stage {
-            let scores = scorer.score(&ScoreInput {
-                layer: index,
-                hidden: &hidden,
-                tail_attention: out.tail_attention.as_ref(),
-            })?;
+            let scores = match early_scores {
+                Some(scores) => scores,
+                None => scorer.score(&ScoreInput {
+                    layer: index,
+                    hidden: &hidden,
+                    tail_attention: attended.tail_attention.as_ref(),
+                })?,
+            };
             let kept = select_checked(index, &scores, stage, schedule, tokens_in)?;
             summary = Some(summarise(scorer, &scores));
             let index_tensor = Tensor::new(

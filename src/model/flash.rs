@@ -390,7 +390,8 @@ impl candle_core::CustomOp3 for TailScores {
         };
         let lse = lse.slice(ll.start_offset() + (lse_rows - tail)..);
         let lse_head_stride = ll.stride()[0] as i64;
-        let smem = smem_bytes(TAIL_KEYS + TAIL_QUERIES, d);
+        // The key tile and two query tiles.
+        let smem = smem_bytes(TAIL_KEYS + 2 * TAIL_QUERIES, d);
         let kernel = kernel(
             &dev,
             &format!("tail_scores_{}_d{d}", dtype_suffix(q.dtype())?),

@@ -264,6 +264,25 @@ impl DecoderLayer {
         cache: &mut LayerCache,
         tail_queries: Option<usize>,
     ) -> Result<LayerOutput> {
+        let attended = self.attend(hidden, positions, rope, cache, tail_queries)?;
+        Ok(LayerOutput {
+            hidden: self.feed_forward(&attended.hidden)?,
+            tail_attention: attended.tail_attention,
+        })
+    }
+
+    /// The first half of [`DecoderLayer::forward`]: pre-norm attention and its residual. Its
+    /// `hidden` is the input of [`DecoderLayer::feed_forward`]. Split out so that the pruned
+    /// prefill can read the scorer's attention before the MLP is queued, and choose the kept
+    /// tokens on the host while the device runs the MLP.
+    pub fn attend(
+        &self,
+        hidden: &Tensor,
+        positions: &Positions,
+        rope: &RotaryEmbedding,
+        cache: &mut LayerCache,
+        tail_queries: Option<usize>,
+    ) -> Result<LayerOutput> {
         let (attn, tail_attention) = self.self_attn.forward(
             &rms_norm(&self.input_layernorm, hidden, self.kernels)?,
             positions,
@@ -271,15 +290,19 @@ impl DecoderLayer {
             cache,
             tail_queries,
         )?;
-        let hidden = (hidden + attn)?;
-        let mlp = self.mlp.forward(
-            &rms_norm(&self.post_attention_layernorm, &hidden, self.kernels)?,
-            self.kernels,
-        )?;
         Ok(LayerOutput {
-            hidden: (hidden + mlp)?,
+            hidden: (hidden + attn)?,
             tail_attention,
         })
+    }
+
+    /// The second half of [`DecoderLayer::forward`]: pre-norm SwiGLU MLP and its residual.
+    pub fn feed_forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        let mlp = self.mlp.forward(
+            &rms_norm(&self.post_attention_layernorm, hidden, self.kernels)?,
+            self.kernels,
+        )?;
+        hidden + mlp
     }
 }
 

@@ -18,7 +18,9 @@ use crate::model::config::ModelConfig;
 /// What a scorer sees at a pruning layer.
 pub struct ScoreInput<'a> {
     pub layer: usize,
-    /// Output of the layer, (1, n, hidden).
+    /// Output of the layer, (1, n, hidden); for a scorer that
+    /// [reads only attention](Scorer::reads_only_attention), the layer's state after its
+    /// attention block (such a scorer does not look at it).
     pub hidden: &'a Tensor,
     /// Mean attention (n,) f32 the last queries paid to each token, when the scorer asked
     /// for it through [`Scorer::tail_queries`].
@@ -32,6 +34,13 @@ pub trait Scorer {
     /// when the scorer does not use attention (saves the extra score computation).
     fn tail_queries(&self, _n: usize) -> Option<usize> {
         None
+    }
+
+    /// True when [`Scorer::score`] reads only `tail_attention`: the pruned prefill then asks
+    /// for the scores as soon as the layer's attention is done, and picks the kept tokens on
+    /// the host while the device runs the layer's MLP instead of idling.
+    fn reads_only_attention(&self) -> bool {
+        false
     }
 
     /// One score per token (higher = more salient), `n` values.
@@ -50,6 +59,10 @@ impl Scorer for AttentionScorer {
 
     fn tail_queries(&self, n: usize) -> Option<usize> {
         Some(mandatory_tail_len(n, self.min_tail_ratio))
+    }
+
+    fn reads_only_attention(&self) -> bool {
+        true
     }
 
     fn score(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
