@@ -12,6 +12,8 @@ use candle_core::cuda_backend::cudarc::driver::DevicePtr;
 use candle_core::cuda_backend::CudaStorageSlice;
 use candle_core::{CudaStorage, DType, Layout, Result, Shape, Tensor};
 
+use super::cuda_kernels::cuda_only;
+
 extern "C" {
     #[allow(clippy::too_many_arguments)]
     fn sdtp_cudnn_sdpa(
@@ -109,17 +111,7 @@ impl candle_core::CustomOp3 for CudnnAttention {
         "sdtp-cudnn-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("cuDNN attention runs on CUDA only")
-    }
+    cuda_only!(3, "cuDNN attention");
 
     fn cuda_fwd(
         &self,

@@ -3,16 +3,12 @@
 //! no n×n scores in memory. Used for bf16/f16 with head dims 64 and 128; anything else takes
 //! the blocked path in `attention.rs`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
-use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg,
-};
-use candle_core::cuda_backend::{CudaDevice, CudaStorageSlice, WrapErr};
+use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{CudaStorage, DType, Layout, Result, Shape, Tensor};
+
+use super::cuda_kernels::{cuda_only, dtype_suffix, Kernel};
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attn.ptx"));
 
@@ -101,51 +97,8 @@ fn rows_contiguous(x: &Tensor) -> bool {
     stride.len() == 4
         && stride[3] == 1
         && stride[2] == d
-        && (layout.start_offset() * x.dtype().size_in_bytes()) % 16 == 0
-        && (stride[1] * x.dtype().size_in_bytes()) % 16 == 0
-}
-
-/// The kernels' module, loaded once per device, and their functions with the dynamic
-/// shared-memory limit raised (the 128-row tiles need more than the default 48 KiB). candle's
-/// own custom-kernel cache hands out functions whose attributes cannot be set, hence ours.
-struct Kernel {
-    func: CudaFunction,
-    stream: Arc<CudaStream>,
-}
-
-fn kernel(dev: &CudaDevice, name: &str, smem: u32) -> Result<Kernel> {
-    static MODULES: OnceLock<Mutex<HashMap<usize, Arc<CudaModule>>>> = OnceLock::new();
-    let stream = dev.cuda_stream();
-    let ctx = stream.context().clone();
-    let module = {
-        let mut modules = MODULES
-            .get_or_init(Default::default)
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("flash attention module cache poisoned".into()))?;
-        match modules.get(&ctx.ordinal()) {
-            Some(m) => m.clone(),
-            None => {
-                let m = ctx.load_module(PTX.into()).w()?;
-                modules.insert(ctx.ordinal(), m.clone());
-                m
-            }
-        }
-    };
-    let func = module.load_function(name).w()?;
-    func.set_attribute(
-        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        smem as i32,
-    )
-    .w()?;
-    Ok(Kernel { func, stream })
-}
-
-fn dtype_suffix(dtype: DType) -> Result<&'static str> {
-    match dtype {
-        DType::BF16 => Ok("bf16"),
-        DType::F16 => Ok("f16"),
-        other => candle_core::bail!("fused attention: unsupported dtype {other:?}"),
-    }
+        && (layout.start_offset() * x.dtype().size_in_bytes()).is_multiple_of(16)
+        && (stride[1] * x.dtype().size_in_bytes()).is_multiple_of(16)
 }
 
 fn scale_log2(d: usize) -> f32 {
@@ -169,17 +122,7 @@ impl candle_core::CustomOp3 for FlashAttention {
         "sdtp-flash-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("the fused attention kernel runs on CUDA only")
-    }
+    cuda_only!(3, "the fused attention kernel");
 
     fn cuda_fwd(
         &self,
@@ -202,11 +145,8 @@ impl candle_core::CustomOp3 for FlashAttention {
             );
         }
         let smem = smem_bytes(BLOCK_M + 2 * BLOCK_N, d);
-        let kernel = kernel(
-            &dev,
-            &format!("flash_attn_{}_d{d}", dtype_suffix(q.dtype())?),
-            smem,
-        )?;
+        let suffix = dtype_suffix(q.dtype(), "fused attention")?;
+        let kernel = Kernel::load(&dev, PTX, &format!("flash_attn_{suffix}_d{d}"), smem)?;
         // Heads on the fast grid axis: the kernel takes the heaviest query blocks first.
         let cfg = LaunchConfig {
             grid_dim: (heads as u32, t.div_ceil(BLOCK_M) as u32, 1),
@@ -221,7 +161,7 @@ impl candle_core::CustomOp3 for FlashAttention {
                 let (qs, ks, vs) = typed_slices!($variant, (q, lq), (k, lk), (v, lv));
                 // SAFETY: every element is written by the kernel before anything reads it.
                 let out = unsafe { dev.alloc::<$ty>(t * heads * d)? };
-                let mut b = kernel.stream.launch_builder(&kernel.func);
+                let mut b = kernel.builder();
                 b.arg(&qs).arg(&ks).arg(&vs).arg(&out);
                 b.arg(&t_i).arg(&n_i).arg(&h_i).arg(&g_i);
                 b.arg(&k_stride).arg(&v_stride).arg(&scale);
@@ -252,15 +192,7 @@ impl candle_core::CustomOp2 for TailLse {
         "sdtp-tail-lse"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("the fused tail scores run on CUDA only")
-    }
+    cuda_only!(2, "the fused tail log-sum-exp");
 
     fn cuda_fwd(
         &self,
@@ -281,11 +213,8 @@ impl candle_core::CustomOp2 for TailLse {
             );
         }
         let smem = smem_bytes(BLOCK_M + 2 * BLOCK_N, d);
-        let kernel = kernel(
-            &dev,
-            &format!("tail_lse_{}_d{d}", dtype_suffix(q.dtype())?),
-            smem,
-        )?;
+        let suffix = dtype_suffix(q.dtype(), "tail log-sum-exp")?;
+        let kernel = Kernel::load(&dev, PTX, &format!("tail_lse_{suffix}_d{d}"), smem)?;
         let cfg = LaunchConfig {
             grid_dim: (heads as u32, tail.div_ceil(BLOCK_M) as u32, 1),
             block_dim: (THREADS, 1, 1),
@@ -305,7 +234,7 @@ impl candle_core::CustomOp2 for TailLse {
         macro_rules! run {
             ($variant:ident) => {{
                 let (qs, ks) = typed_slices!($variant, (q, lq), (k, lk));
-                let mut b = kernel.stream.launch_builder(&kernel.func);
+                let mut b = kernel.builder();
                 b.arg(&qs)
                     .arg(&ks)
                     .arg(&lse)
@@ -344,17 +273,7 @@ impl candle_core::CustomOp3 for TailScores {
         "sdtp-tail-scores"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("the fused tail scores run on CUDA only")
-    }
+    cuda_only!(3, "the fused tail scores");
 
     fn cuda_fwd(
         &self,
@@ -392,11 +311,8 @@ impl candle_core::CustomOp3 for TailScores {
         let lse_head_stride = ll.stride()[0] as i64;
         // The key tile and two query tiles.
         let smem = smem_bytes(TAIL_KEYS + 2 * TAIL_QUERIES, d);
-        let kernel = kernel(
-            &dev,
-            &format!("tail_scores_{}_d{d}", dtype_suffix(q.dtype())?),
-            smem,
-        )?;
+        let suffix = dtype_suffix(q.dtype(), "tail scores")?;
+        let kernel = Kernel::load(&dev, PTX, &format!("tail_scores_{suffix}_d{d}"), smem)?;
         let cfg = LaunchConfig {
             grid_dim: (heads as u32, n.div_ceil(TAIL_KEYS) as u32, 1),
             block_dim: (THREADS, 1, 1),
@@ -409,7 +325,7 @@ impl candle_core::CustomOp3 for TailScores {
         macro_rules! run {
             ($variant:ident) => {{
                 let (qs, ks) = typed_slices!($variant, (q, lq), (k, lk));
-                let mut b = kernel.stream.launch_builder(&kernel.func);
+                let mut b = kernel.builder();
                 b.arg(&qs)
                     .arg(&ks)
                     .arg(&lse)

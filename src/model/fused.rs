@@ -69,6 +69,8 @@ mod cuda {
     use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
     use candle_core::{CudaStorage, DType, Layout, Result, Shape};
 
+    use crate::model::cuda_kernels::{cuda_only, dtype_suffix, Kernel};
+
     const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused_ops.ptx"));
 
     pub struct SiluMul;
@@ -105,15 +107,7 @@ mod cuda {
             "sdtp-silu-mul"
         }
 
-        fn cpu_fwd(
-            &self,
-            _: &candle_core::CpuStorage,
-            _: &Layout,
-            _: &candle_core::CpuStorage,
-            _: &Layout,
-        ) -> Result<(candle_core::CpuStorage, Shape)> {
-            candle_core::bail!("the fused silu·mul kernel runs on CUDA only")
-        }
+        cuda_only!(2, "the fused silu·mul kernel");
 
         fn cuda_fwd(
             &self,
@@ -133,14 +127,8 @@ mod cuda {
             let vec = [cols, gs, us, lg.start_offset(), lu.start_offset()]
                 .iter()
                 .all(|x| x % vec_elems == 0);
-            let suffix = match gate.dtype() {
-                DType::BF16 => "bf16",
-                DType::F16 => "f16",
-                DType::F32 => "f32",
-                other => candle_core::bail!("silu·mul: unsupported dtype {other:?}"),
-            };
-            let func =
-                dev.get_or_load_custom_func(&format!("silu_mul_{suffix}"), "sdtp_fused_ops", PTX)?;
+            let suffix = dtype_suffix(gate.dtype(), "silu·mul")?;
+            let func = Kernel::load(&dev, PTX, &format!("silu_mul_{suffix}"), 0)?;
             // Enough CTAs to fill the GPU several times over; the kernel loops over the rest.
             let cfg = LaunchConfig {
                 grid_dim: (n.div_ceil(256 * 8).clamp(1, 4096) as u32, 1, 1),
@@ -184,27 +172,13 @@ mod cuda {
             "sdtp-heads-major"
         }
 
-        fn cpu_fwd(
-            &self,
-            _: &candle_core::CpuStorage,
-            _: &Layout,
-        ) -> Result<(candle_core::CpuStorage, Shape)> {
-            candle_core::bail!("the heads-major copy kernel runs on CUDA only")
-        }
+        cuda_only!(1, "the heads-major copy kernel");
 
         fn cuda_fwd(&self, x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
             let dev = x.device().clone();
             let (_, t, heads, d) = l.shape().dims4()?;
-            let suffix = match x.dtype() {
-                DType::BF16 => "bf16",
-                DType::F16 => "f16",
-                other => candle_core::bail!("heads-major copy: unsupported dtype {other:?}"),
-            };
-            let func = dev.get_or_load_custom_func(
-                &format!("heads_major_{suffix}"),
-                "sdtp_fused_ops",
-                PTX,
-            )?;
+            let suffix = dtype_suffix(x.dtype(), "heads-major copy")?;
+            let func = Kernel::load(&dev, PTX, &format!("heads_major_{suffix}"), 0)?;
             let chunks = t * heads * d / 8;
             let cfg = LaunchConfig {
                 grid_dim: (chunks.div_ceil(256).clamp(1, 8192) as u32, 1, 1),
@@ -246,15 +220,7 @@ mod cuda {
             "sdtp-gather-rows"
         }
 
-        fn cpu_fwd(
-            &self,
-            _: &candle_core::CpuStorage,
-            _: &Layout,
-            _: &candle_core::CpuStorage,
-            _: &Layout,
-        ) -> Result<(candle_core::CpuStorage, Shape)> {
-            candle_core::bail!("the row-gather kernel runs on CUDA only")
-        }
+        cuda_only!(2, "the row-gather kernel");
 
         fn cuda_fwd(
             &self,
@@ -270,16 +236,8 @@ mod cuda {
                 candle_core::bail!("row gather: the index must be u32")
             };
             let idx = idx.slice(li.start_offset()..);
-            let suffix = match x.dtype() {
-                DType::BF16 => "bf16",
-                DType::F16 => "f16",
-                other => candle_core::bail!("row gather: unsupported dtype {other:?}"),
-            };
-            let func = dev.get_or_load_custom_func(
-                &format!("gather_rows_{suffix}"),
-                "sdtp_fused_ops",
-                PTX,
-            )?;
+            let suffix = dtype_suffix(x.dtype(), "row gather")?;
+            let func = Kernel::load(&dev, PTX, &format!("gather_rows_{suffix}"), 0)?;
             let cfg = LaunchConfig {
                 grid_dim: ((rows * cols / 8).div_ceil(256).clamp(1, 8192) as u32, 1, 1),
                 block_dim: (256, 1, 1),

@@ -4,6 +4,8 @@ pub mod attention;
 pub mod cache;
 pub mod config;
 #[cfg(feature = "cuda")]
+mod cuda_kernels;
+#[cfg(feature = "cuda")]
 pub mod cudnn;
 #[cfg(feature = "cuda")]
 pub mod flash;

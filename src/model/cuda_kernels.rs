@@ -1,0 +1,106 @@
+//! What sdtp's own CUDA kernels share: loading a PTX module once per device, launching its
+//! functions with a raised shared-memory limit, the dtype names in kernel names, and the
+//! CPU half of candle's custom-op traits (these ops exist only on CUDA).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaModule, CudaStream, LaunchArgs};
+use candle_core::cuda_backend::{CudaDevice, WrapErr};
+use candle_core::{DType, Result};
+
+/// A kernel function ready to launch on the device's stream.
+pub struct Kernel {
+    func: CudaFunction,
+    stream: Arc<CudaStream>,
+}
+
+impl Kernel {
+    /// Function `name` of the PTX module `ptx`, loaded once per device and PTX text, with
+    /// `smem` bytes of dynamic shared memory allowed (above the default 48 KiB needs the
+    /// attribute, which candle's own custom-kernel cache gives no way to set).
+    pub fn load(dev: &CudaDevice, ptx: &'static str, name: &str, smem: u32) -> Result<Self> {
+        type Modules = HashMap<(usize, usize), Arc<CudaModule>>;
+        static MODULES: OnceLock<Mutex<Modules>> = OnceLock::new();
+        let stream = dev.cuda_stream();
+        let ctx = stream.context().clone();
+        // The PTX texts are statics: their address names the module.
+        let key = (ctx.ordinal(), ptx.as_ptr() as usize);
+        let module = {
+            let mut modules = MODULES
+                .get_or_init(Default::default)
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("CUDA module cache poisoned".into()))?;
+            match modules.get(&key) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = ctx.load_module(ptx.into()).w()?;
+                    modules.insert(key, m.clone());
+                    m
+                }
+            }
+        };
+        let func = module.load_function(name).w()?;
+        if smem > 48 * 1024 {
+            func.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )
+            .w()?;
+        }
+        Ok(Self { func, stream })
+    }
+
+    pub fn builder(&self) -> LaunchArgs<'_> {
+        self.stream.launch_builder(&self.func)
+    }
+}
+
+/// The dtype as it appears in kernel names (`flash_attn_bf16_d128`).
+pub fn dtype_suffix(dtype: DType, what: &str) -> Result<&'static str> {
+    match dtype {
+        DType::BF16 => Ok("bf16"),
+        DType::F16 => Ok("f16"),
+        DType::F32 => Ok("f32"),
+        other => candle_core::bail!("{what}: unsupported dtype {other:?}"),
+    }
+}
+
+/// The `cpu_fwd` of a custom op with N inputs that runs on CUDA only.
+macro_rules! cuda_only {
+    (1, $what:literal) => {
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            candle_core::bail!(concat!($what, " runs on CUDA only"))
+        }
+    };
+    (2, $what:literal) => {
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            candle_core::bail!(concat!($what, " runs on CUDA only"))
+        }
+    };
+    (3, $what:literal) => {
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            candle_core::bail!(concat!($what, " runs on CUDA only"))
+        }
+    };
+}
+pub(crate) use cuda_only;
