@@ -96,6 +96,17 @@ pub struct OutputArgs {
     pub quiet: bool,
 }
 
+impl OutputArgs {
+    /// Prints the report's table and writes its JSON where `--json` asked for it.
+    fn finish<R: serde::Serialize>(&self, table: String, report: &R) -> Result<()> {
+        print!("{table}");
+        match &self.json {
+            Some(path) => write_json(path, report),
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct AgreementArgs {
     #[command(flatten)]
@@ -247,16 +258,26 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
 }
 
-/// Scorer names checked (one-line error on a bad one), repeats dropped.
-fn parse_scorers(names: &[String]) -> Result<Vec<ScorerKind>> {
+/// `values` in their first-seen order, repeats dropped (flags may repeat a value).
+fn unique<T: PartialEq>(values: impl IntoIterator<Item = T>) -> Vec<T> {
     let mut out = Vec::new();
-    for name in names.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        let kind = name.parse::<ScorerKind>()?;
-        if !out.contains(&kind) {
-            out.push(kind);
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
         }
     }
-    Ok(out)
+    out
+}
+
+/// Scorer names checked (one-line error on a bad one), repeats dropped.
+fn parse_scorers(names: &[String]) -> Result<Vec<ScorerKind>> {
+    let kinds = names
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(str::parse::<ScorerKind>)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(unique(kinds))
 }
 
 /// Opens the model and resolves schedules × scorers into contenders ("none" once, without a
@@ -466,11 +487,7 @@ fn agreement(args: AgreementArgs) -> Result<()> {
         baseline: results.baseline,
         rows: results.rows,
     };
-    print!("{}", table::agreement_table(&report));
-    if let Some(path) = &args.output.json {
-        write_json(path, &report)?;
-    }
-    Ok(())
+    args.output.finish(table::agreement_table(&report), &report)
 }
 
 fn perplexity(args: PerplexityArgs) -> Result<()> {
@@ -516,11 +533,8 @@ fn perplexity(args: PerplexityArgs) -> Result<()> {
         summary: results.summary,
         rows: results.rows,
     };
-    print!("{}", table::perplexity_table(&report));
-    if let Some(path) = &args.output.json {
-        write_json(path, &report)?;
-    }
-    Ok(())
+    args.output
+        .finish(table::perplexity_table(&report), &report)
 }
 
 fn passkey(args: PasskeyArgs) -> Result<()> {
@@ -543,12 +557,7 @@ fn passkey(args: PasskeyArgs) -> Result<()> {
             args.new_tokens
         );
     }
-    let mut lengths: Vec<usize> = Vec::new();
-    for &l in &args.lengths {
-        if !lengths.contains(&l) {
-            lengths.push(l);
-        }
-    }
+    let lengths = unique(args.lengths.iter().copied());
     let (session, contenders) = open_contenders(&args.model, &args.schedules, &args.scorers)?;
     let loaded = &session.loaded;
     let (wrap, chat) = prompt_wrapper(loaded, args.prompt_format);
@@ -586,11 +595,7 @@ fn passkey(args: PasskeyArgs) -> Result<()> {
         cells: results.cells,
         rows: results.rows,
     };
-    print!("{}", table::passkey_table(&report));
-    if let Some(path) = &args.output.json {
-        write_json(path, &report)?;
-    }
-    Ok(())
+    args.output.finish(table::passkey_table(&report), &report)
 }
 
 fn sweep(args: SweepArgs) -> Result<()> {
@@ -599,15 +604,10 @@ fn sweep(args: SweepArgs) -> Result<()> {
     if kinds.is_empty() {
         bail!("no --scorer given; name at least one (attention, norm, random)");
     }
-    let mut ratios: Vec<f64> = Vec::new();
-    for &r in &args.keep_ratios {
-        if !(r > 0.0 && r <= 1.0) {
-            bail!("--keep-ratio {r} is outside (0, 1]");
-        }
-        if !ratios.contains(&r) {
-            ratios.push(r);
-        }
+    if let Some(r) = args.keep_ratios.iter().find(|r| !(**r > 0.0 && **r <= 1.0)) {
+        bail!("--keep-ratio {r} is outside (0, 1]");
     }
+    let ratios = unique(args.keep_ratios.iter().copied());
     if ratios.is_empty() {
         bail!("no --keep-ratio given");
     }
@@ -674,10 +674,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
         rows: results.rows,
     };
     let svg = sweep_svg(&report)?;
-    print!("{}", table::sweep_table(&report));
-    if let Some(path) = &args.output.json {
-        write_json(path, &report)?;
-    }
+    args.output.finish(table::sweep_table(&report), &report)?;
     write_atomic(&plot_path, svg.as_bytes())?;
     eprintln!("wrote {}", plot_path.display());
     Ok(())
