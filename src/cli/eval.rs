@@ -685,10 +685,10 @@ fn sweep_svg(report: &SweepReport) -> Result<String> {
     render_sweep_svg(
         &report.points,
         &PlotTitle {
-            model: &h.model.name,
-            device: &h.device,
-            dtype: &h.dtype,
-            git_commit: &h.git_commit,
+            model: &h.run.model.name,
+            device: &h.run.device,
+            dtype: &h.run.dtype,
+            git_commit: &h.run.git_commit,
             prompts: report.prompts.run,
         },
     )

@@ -10,15 +10,13 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{ModelArgs, PruneArgs, Session};
-use crate::device::device_name;
 use crate::model::config::ModelConfig;
 use crate::model::load::{read_config, ModelSource};
 use crate::profile::harness::{self, Contender, HarnessConfig, ProfileKind, Sinks};
 use crate::profile::memory::PeakMemory;
 use crate::profile::prompt::{PromptSource, SHIPPED_TEXT_PATH};
 use crate::profile::report::{
-    write_atomic, MemoryInfo, ModelInfo, ProfileReport, PromptInfo, Settings, GIT_COMMIT,
-    SCHEMA_VERSION, SDTP_VERSION,
+    write_atomic, MemoryInfo, ProfileReport, PromptInfo, RunInfo, Settings, SCHEMA_VERSION,
 };
 use crate::profile::table::{render_markdown, render_table, Format};
 use crate::profile::{plot, report};
@@ -201,7 +199,7 @@ fn profile(args: RunArgs, kind: ProfileKind) -> Result<()> {
     if args.repeats == 0 {
         bail!("--repeats 0: at least one measured repetition is needed");
     }
-    let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let started = SystemTime::now();
     // Everything that can be checked without the weights is checked before they load, and
     // before any output file exists.
     let source = ModelSource::resolve(args.model.model.as_deref())?;
@@ -268,15 +266,13 @@ fn profile(args: RunArgs, kind: ProfileKind) -> Result<()> {
 
     let memory = PeakMemory::for_device(model.device());
     let report = ProfileReport {
-        schema_version: SCHEMA_VERSION,
-        sdtp_version: SDTP_VERSION.to_string(),
-        git_commit: GIT_COMMIT.to_string(),
-        date,
-        command: kind.name().to_string(),
-        model: ModelInfo::of(&session.loaded),
-        device: device_name(model.device()),
-        dtype: session.dtype.as_str().to_string(),
-        cpu_threads: candle_core::utils::get_num_threads(),
+        run: RunInfo::new(
+            SCHEMA_VERSION,
+            kind.name(),
+            &session.loaded,
+            session.dtype,
+            started,
+        ),
         settings: Settings {
             repeats: args.repeats,
             warmup: args.warmup,

@@ -12,9 +12,8 @@ use super::agreement::{AgreementRow, AgreementSummary, BaselineRow};
 use super::passkey::{PasskeyCell, PasskeyConfig, PasskeyRow};
 use super::perplexity::{PerplexityConfig, PerplexitySummary, WindowRow};
 use super::sweep::SweepPoint;
-use crate::device::device_name;
 use crate::model::load::LoadedModel;
-use crate::profile::report::{ModelInfo, ScheduleInfo, GIT_COMMIT, SDTP_VERSION};
+use crate::profile::report::{RunInfo, ScheduleInfo};
 use crate::prune::schedule::PruneSchedule;
 use crate::prune::scorer::effective_scorer_kind;
 
@@ -24,23 +23,12 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The `mode` of the unpruned run.
 pub const BASELINE: &str = "baseline";
 
-/// Provenance shared by every eval report (flattened into it).
+/// Provenance shared by every eval report (flattened into it): what a profile report starts
+/// with, and the seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalHeader {
-    pub schema_version: u32,
-    pub sdtp_version: String,
-    pub git_commit: String,
-    /// When the run started, RFC 3339 UTC.
-    pub date: String,
-    /// "agreement", "perplexity", "passkey" or "sweep".
-    pub command: String,
-    pub model: ModelInfo,
-    /// "cpu", "cuda:0", …
-    pub device: String,
-    /// "f32", "bf16", …
-    pub dtype: String,
-    /// Threads candle's CPU kernels use.
-    pub cpu_threads: usize,
+    #[serde(flatten)]
+    pub run: RunInfo,
     /// `--seed`: random scorer, passkeys, synthetic weights. The same seed, model and
     /// arguments give the same report (but for `date`).
     pub seed: u64,
@@ -56,15 +44,7 @@ impl EvalHeader {
         started: SystemTime,
     ) -> Self {
         Self {
-            schema_version: SCHEMA_VERSION,
-            sdtp_version: SDTP_VERSION.to_string(),
-            git_commit: GIT_COMMIT.to_string(),
-            date: humantime::format_rfc3339_seconds(started).to_string(),
-            command: command.to_string(),
-            model: ModelInfo::of(loaded),
-            device: device_name(loaded.model.device()),
-            dtype: dtype.as_str().to_string(),
-            cpu_threads: candle_core::utils::get_num_threads(),
+            run: RunInfo::new(SCHEMA_VERSION, command, loaded, dtype, started),
             seed,
         }
     }

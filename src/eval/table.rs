@@ -35,7 +35,12 @@ fn caption(model: &str, device: &str, dtype: &str, commit: &str) -> String {
 pub fn agreement_table(report: &AgreementReport) -> String {
     let h = &report.header;
     let p = &report.prompts;
-    let mut out = caption(&h.model.name, &h.device, &h.dtype, &h.git_commit);
+    let mut out = caption(
+        &h.run.model.name,
+        &h.run.device,
+        &h.run.dtype,
+        &h.run.git_commit,
+    );
     let _ = writeln!(
         out,
         "{} prompts from {} ({}–{} tokens, mean {:.0}{}); greedy continuation of up to {} tokens\n",
@@ -82,7 +87,12 @@ pub fn agreement_table(report: &AgreementReport) -> String {
 pub fn perplexity_table(report: &PerplexityReport) -> String {
     let h = &report.header;
     let s = &report.settings;
-    let mut out = caption(&h.model.name, &h.device, &h.dtype, &h.git_commit);
+    let mut out = caption(
+        &h.run.model.name,
+        &h.run.device,
+        &h.run.dtype,
+        &h.run.git_commit,
+    );
     let windows = report.summary.first().map_or(0, |x| x.windows);
     let _ = writeln!(
         out,
@@ -120,7 +130,12 @@ pub fn perplexity_table(report: &PerplexityReport) -> String {
 pub fn passkey_table(report: &PasskeyReport) -> String {
     let h = &report.header;
     let s = &report.settings;
-    let mut out = caption(&h.model.name, &h.device, &h.dtype, &h.git_commit);
+    let mut out = caption(
+        &h.run.model.name,
+        &h.run.device,
+        &h.run.dtype,
+        &h.run.git_commit,
+    );
     let _ = writeln!(
         out,
         "passkey retrieval: {} key(s) per cell, {} greedy tokens{}; cells are correct/trials\n",
@@ -173,7 +188,12 @@ pub fn passkey_table(report: &PasskeyReport) -> String {
 pub fn sweep_table(report: &SweepReport) -> String {
     let h = &report.header;
     let p = &report.prompts;
-    let mut out = caption(&h.model.name, &h.device, &h.dtype, &h.git_commit);
+    let mut out = caption(
+        &h.run.model.name,
+        &h.run.device,
+        &h.run.dtype,
+        &h.run.git_commit,
+    );
     let _ = writeln!(
         out,
         "keep ratios at the layers of {} ({:?}); {} prompts from {} ({}–{} tokens); * = on the Pareto frontier\n",

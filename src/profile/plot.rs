@@ -98,7 +98,11 @@ pub fn render_svg(report: &ProfileReport) -> Result<String> {
         root.fill(&WHITE).map_err(plot_error)?;
         let title = format!(
             "sdtp profile {} · {} · {} · {} · commit {}",
-            report.command, report.model.name, report.device, report.dtype, report.git_commit
+            report.run.command,
+            report.run.model.name,
+            report.run.device,
+            report.run.dtype,
+            report.run.git_commit
         );
         let root = root
             .titled(&title, ("sans-serif", 18))

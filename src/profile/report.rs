@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::flops::PrefillFlops;
 use super::memory::MemoryKind;
 use super::summary::Summary;
+use crate::device::device_name;
+use crate::model::load::LoadedModel;
 use crate::prune::schedule::Stage;
 
 /// Version of the JSON layout below.
@@ -23,15 +26,15 @@ pub const GIT_COMMIT: &str = env!("SDTP_GIT_COMMIT");
 /// The sdtp version from Cargo.toml.
 pub const SDTP_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// One `sdtp profile end2end|prefill` run.
+/// Provenance every report starts with, profile and eval alike (flattened into their JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProfileReport {
+pub struct RunInfo {
     pub schema_version: u32,
     pub sdtp_version: String,
     pub git_commit: String,
     /// When the run started, RFC 3339 UTC.
     pub date: String,
-    /// "end2end" or "prefill".
+    /// "end2end", "prefill", "agreement", "perplexity", "passkey" or "sweep".
     pub command: String,
     pub model: ModelInfo,
     /// "cpu", "cuda:0", …
@@ -40,6 +43,37 @@ pub struct ProfileReport {
     pub dtype: String,
     /// Threads candle's CPU kernels use.
     pub cpu_threads: usize,
+}
+
+impl RunInfo {
+    /// A report of `command` (layout `schema_version`) on `loaded` in `dtype`, started at
+    /// `started`, by this binary.
+    pub fn new(
+        schema_version: u32,
+        command: &str,
+        loaded: &LoadedModel,
+        dtype: candle_core::DType,
+        started: SystemTime,
+    ) -> Self {
+        Self {
+            schema_version,
+            sdtp_version: SDTP_VERSION.to_string(),
+            git_commit: GIT_COMMIT.to_string(),
+            date: humantime::format_rfc3339_seconds(started).to_string(),
+            command: command.to_string(),
+            model: ModelInfo::of(loaded),
+            device: device_name(loaded.model.device()),
+            dtype: dtype.as_str().to_string(),
+            cpu_threads: candle_core::utils::get_num_threads(),
+        }
+    }
+}
+
+/// One `sdtp profile end2end|prefill` run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileReport {
+    #[serde(flatten)]
+    pub run: RunInfo,
     pub settings: Settings,
     pub prompt: PromptInfo,
     pub memory: MemoryInfo,
@@ -68,7 +102,7 @@ pub struct ModelInfo {
 
 impl ModelInfo {
     /// The model block of a report (profile and eval alike) for a loaded model.
-    pub fn of(loaded: &crate::model::load::LoadedModel) -> Self {
+    pub fn of(loaded: &LoadedModel) -> Self {
         let cfg = loaded.model.config();
         Self {
             name: loaded.source.display_name(),
@@ -252,11 +286,11 @@ impl ProfileReport {
             .with_context(|| format!("cannot read {}", path.display()))?;
         let report: Self = serde_json::from_str(&text)
             .with_context(|| format!("{} is not an sdtp profile report", path.display()))?;
-        if report.schema_version != SCHEMA_VERSION {
+        if report.run.schema_version != SCHEMA_VERSION {
             anyhow::bail!(
                 "{} has schema version {}; this sdtp reads version {SCHEMA_VERSION}",
                 path.display(),
-                report.schema_version
+                report.run.schema_version
             );
         }
         Ok(report)
@@ -308,11 +342,11 @@ impl ProfileReport {
                 opt(sp.and_then(|x| x.ttft)),
                 opt(sp.and_then(|x| x.decode)),
                 opt(sp.and_then(|x| x.total)),
-                csv_escape(&self.model.name),
-                csv_escape(&self.dtype),
-                csv_escape(&self.device),
-                csv_escape(&self.git_commit),
-                csv_escape(&self.date),
+                csv_escape(&self.run.model.name),
+                csv_escape(&self.run.dtype),
+                csv_escape(&self.run.device),
+                csv_escape(&self.run.git_commit),
+                csv_escape(&self.run.date),
             ];
             out.push_str(&cells.join(","));
             out.push('\n');

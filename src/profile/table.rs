@@ -23,20 +23,20 @@ pub fn title(report: &ProfileReport) -> String {
     let s = &report.settings;
     let mut line = format!(
         "sdtp profile {} · {} · {} · {} · {} repeat{} (+{} warm-up) · ",
-        report.command,
-        report.model.name,
-        report.device,
-        report.dtype,
+        report.run.command,
+        report.run.model.name,
+        report.run.device,
+        report.run.dtype,
         s.repeats,
         if s.repeats == 1 { "" } else { "s" },
         s.warmup,
     );
-    if report.command == "end2end" {
+    if report.run.command == "end2end" {
         line.push_str(&format!("{} new tokens · ", s.new_tokens));
     }
     line.push_str(&format!(
         "sdtp {} ({})",
-        report.sdtp_version, report.git_commit
+        report.run.sdtp_version, report.run.git_commit
     ));
     line
 }
@@ -66,7 +66,7 @@ fn times(v: Option<f64>) -> String {
 }
 
 fn row(report: &ProfileReport, r: &ModeResult) -> Vec<String> {
-    let end2end = report.command == "end2end";
+    let end2end = report.run.command == "end2end";
     let s = &r.summary;
     let mut cells = vec![
         format!("{}{}", r.length, if r.prompt_tiled { "*" } else { "" }),
@@ -126,7 +126,7 @@ fn notes(report: &ProfileReport) -> Vec<String> {
 
 /// Aligned text table with a title line and notes.
 pub fn render_table(report: &ProfileReport) -> String {
-    let end2end = report.command == "end2end";
+    let end2end = report.run.command == "end2end";
     let header: Vec<String> = columns(end2end).into_iter().map(String::from).collect();
     let rows: Vec<Vec<String>> = report.results.iter().map(|r| row(report, r)).collect();
     let widths: Vec<usize> = (0..header.len())
@@ -178,7 +178,7 @@ pub fn render_table(report: &ProfileReport) -> String {
 
 /// GitHub markdown: the title as a paragraph, the table, the notes.
 pub fn render_markdown(report: &ProfileReport) -> String {
-    let end2end = report.command == "end2end";
+    let end2end = report.run.command == "end2end";
     let header = columns(end2end);
     let mut out = format!("{}\n\n| {} |\n|", title(report), header.join(" | "));
     for (i, _) in header.iter().enumerate() {
