@@ -56,22 +56,28 @@ fn tiny_dataset(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let corpus = dir.join("corpus.jsonl");
     write_corpus(&corpus, 6, 200);
     let data = dir.join("data");
+    label(&corpus, &data);
+    (corpus, data)
+}
+
+/// `sdtp saliency` on the tiny model: 64-token windows, every 3rd document held out, 4
+/// sequences a shard. Returns its stdout.
+fn label(corpus: &Path, data: &Path) -> String {
     succeeds(&[
         "saliency",
         "--model",
         "synthetic:tiny",
         "--corpus",
-        s(&corpus),
+        s(corpus),
         "--out",
-        s(&data),
+        s(data),
         "--seq-len",
         "64",
         "--heldout-every",
         "3",
         "--sequences-per-shard",
         "4",
-    ]);
-    (corpus, data)
+    ])
 }
 
 #[test]
@@ -92,21 +98,7 @@ fn saliency_then_training_on_the_tiny_model() {
     assert!(data.join("shard-00004.safetensors").is_file());
 
     // A rerun with the same arguments resumes: nothing left to label.
-    let again = succeeds(&[
-        "saliency",
-        "--model",
-        "synthetic:tiny",
-        "--corpus",
-        s(&corpus),
-        "--out",
-        s(&data),
-        "--seq-len",
-        "64",
-        "--heldout-every",
-        "3",
-        "--sequences-per-shard",
-        "4",
-    ]);
+    let again = label(&corpus, &data);
     assert!(again.contains("(0 newly labelled)"), "{again}");
     // An interrupted shard is relabelled, the others are kept.
     std::fs::remove_file(data.join("shard-00001.safetensors")).unwrap();

@@ -107,10 +107,9 @@ impl OutputArgs {
     }
 }
 
+/// The schedules × scorers an eval compares with the unpruned run.
 #[derive(Args, Debug)]
-pub struct AgreementArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
+pub struct ContenderArgs {
     /// Schedules compared with the unpruned run: presets (none, keep09, keep08, keep07,
     /// paper) or TOML files; repeat the flag or give a comma list.
     #[arg(long = "schedule", value_delimiter = ',', default_value = "keep09")]
@@ -119,6 +118,14 @@ pub struct AgreementArgs {
     /// a predictor); repeat or comma list. Default: the schedule's own.
     #[arg(long = "scorer", value_delimiter = ',')]
     pub scorers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AgreementArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub contenders: ContenderArgs,
     #[command(flatten)]
     pub set: PromptSetArgs,
     /// Greedy tokens compared per prompt (0: compare the first token only).
@@ -132,12 +139,8 @@ pub struct AgreementArgs {
 pub struct PerplexityArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Schedules compared with the unpruned run; repeat or comma list.
-    #[arg(long = "schedule", value_delimiter = ',', default_value = "keep09")]
-    pub schedules: Vec<String>,
-    /// Scorers each schedule runs with; repeat or comma list.
-    #[arg(long = "scorer", value_delimiter = ',')]
-    pub scorers: Vec<String>,
+    #[command(flatten)]
+    pub contenders: ContenderArgs,
     /// A UTF-8 text file to score. Default: the shipped book (data/text/eighty_days.jsonl).
     #[arg(long)]
     pub text_file: Option<PathBuf>,
@@ -158,12 +161,8 @@ pub struct PerplexityArgs {
 pub struct PasskeyArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Schedules compared with the unpruned run; repeat or comma list.
-    #[arg(long = "schedule", value_delimiter = ',', default_value = "keep09")]
-    pub schedules: Vec<String>,
-    /// Scorers each schedule runs with; repeat or comma list.
-    #[arg(long = "scorer", value_delimiter = ',')]
-    pub scorers: Vec<String>,
+    #[command(flatten)]
+    pub contenders: ContenderArgs,
     /// Prompt lengths in tokens; repeat or comma list.
     #[arg(
         long = "length",
@@ -282,12 +281,8 @@ fn parse_scorers(names: &[String]) -> Result<Vec<ScorerKind>> {
 
 /// Opens the model and resolves schedules × scorers into contenders ("none" once, without a
 /// scorer), all checked before the weights load.
-fn open_contenders(
-    model: &ModelArgs,
-    schedules: &[String],
-    scorers: &[String],
-) -> Result<(Session, Vec<Contender>)> {
-    let kinds = parse_scorers(scorers)?;
+fn open_contenders(model: &ModelArgs, wanted: &ContenderArgs) -> Result<(Session, Vec<Contender>)> {
+    let (schedules, kinds) = (&wanted.schedules, parse_scorers(&wanted.scorers)?);
     let mut prune_args: Vec<PruneArgs> = Vec::new();
     let mut names: Vec<&str> = Vec::new();
     for name in schedules.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
@@ -462,7 +457,7 @@ fn run_agreement_loop(
 
 fn agreement(args: AgreementArgs) -> Result<()> {
     let started = SystemTime::now();
-    let (session, contenders) = open_contenders(&args.model, &args.schedules, &args.scorers)?;
+    let (session, contenders) = open_contenders(&args.model, &args.contenders)?;
     let (prompts, info) = tokenized_prompts(&session, &args.set, args.continuation_tokens)?;
     let results = run_agreement_loop(
         &session,
@@ -504,7 +499,7 @@ fn perplexity(args: PerplexityArgs) -> Result<()> {
         || SHIPPED_TEXT_PATH.to_string(),
         |p| p.display().to_string(),
     );
-    let (session, contenders) = open_contenders(&args.model, &args.schedules, &args.scorers)?;
+    let (session, contenders) = open_contenders(&args.model, &args.contenders)?;
     let loaded = &session.loaded;
     let ids = loaded.codec.encode(&text)?;
     let vocab = loaded.model.config().vocab_size;
@@ -558,7 +553,7 @@ fn passkey(args: PasskeyArgs) -> Result<()> {
         );
     }
     let lengths = unique(args.lengths.iter().copied());
-    let (session, contenders) = open_contenders(&args.model, &args.schedules, &args.scorers)?;
+    let (session, contenders) = open_contenders(&args.model, &args.contenders)?;
     let loaded = &session.loaded;
     let (wrap, chat) = prompt_wrapper(loaded, args.prompt_format);
     let config = PasskeyConfig {

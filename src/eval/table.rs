@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use super::report::{AgreementReport, PasskeyReport, PerplexityReport, SweepReport, BASELINE};
 use super::sweep::fmt_ratio;
+use crate::profile::report::RunInfo;
 
 fn pct(v: f64) -> String {
     format!("{:.1}%", v * 100.0)
@@ -13,34 +14,28 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map(f).unwrap_or_else(|| "–".to_string())
 }
 
-/// Lines under a markdown table's header.
-fn rule(columns: usize) -> String {
-    let mut s = String::from("|");
-    for _ in 0..columns {
-        s.push_str("---|");
-    }
-    s.push('\n');
-    s
-}
-
-fn row(cells: &[String]) -> String {
+fn row<S: AsRef<str>>(cells: &[S]) -> String {
+    let cells: Vec<&str> = cells.iter().map(AsRef::as_ref).collect();
     format!("| {} |\n", cells.join(" | "))
 }
 
-fn caption(model: &str, device: &str, dtype: &str, commit: &str) -> String {
-    format!("model {model} · {device} · {dtype} · commit {commit}\n\n")
+/// A markdown table's header row and the rule under it.
+fn head<S: AsRef<str>>(columns: &[S]) -> String {
+    format!("{}|{}\n", row(columns), "---|".repeat(columns.len()))
+}
+
+fn caption(run: &RunInfo) -> String {
+    format!(
+        "model {} · {} · {} · commit {}\n\n",
+        run.model.name, run.device, run.dtype, run.git_commit
+    )
 }
 
 /// One row per contender: top-1 agreement, KL, top-k overlap, continuation, keep, FLOPs.
 pub fn agreement_table(report: &AgreementReport) -> String {
     let h = &report.header;
     let p = &report.prompts;
-    let mut out = caption(
-        &h.run.model.name,
-        &h.run.device,
-        &h.run.dtype,
-        &h.run.git_commit,
-    );
+    let mut out = caption(&h.run);
     let _ = writeln!(
         out,
         "{} prompts from {} ({}–{} tokens, mean {:.0}{}); greedy continuation of up to {} tokens\n",
@@ -65,8 +60,7 @@ pub fn agreement_table(report: &AgreementReport) -> String {
         "final keep".to_string(),
         "FLOP reduction".to_string(),
     ];
-    out.push_str(&row(&header));
-    out.push_str(&rule(header.len()));
+    out.push_str(&head(&header));
     for s in &report.summary {
         out.push_str(&row(&[
             s.mode.clone(),
@@ -87,12 +81,7 @@ pub fn agreement_table(report: &AgreementReport) -> String {
 pub fn perplexity_table(report: &PerplexityReport) -> String {
     let h = &report.header;
     let s = &report.settings;
-    let mut out = caption(
-        &h.run.model.name,
-        &h.run.device,
-        &h.run.dtype,
-        &h.run.git_commit,
-    );
+    let mut out = caption(&h.run);
     let windows = report.summary.first().map_or(0, |x| x.windows);
     let _ = writeln!(
         out,
@@ -109,8 +98,7 @@ pub fn perplexity_table(report: &PerplexityReport) -> String {
         "KL p99",
         "same top-1",
     ];
-    out.push_str(&row(&header.map(str::to_string)));
-    out.push_str(&rule(header.len()));
+    out.push_str(&head(&header));
     for m in &report.summary {
         out.push_str(&row(&[
             m.mode.clone(),
@@ -130,12 +118,7 @@ pub fn perplexity_table(report: &PerplexityReport) -> String {
 pub fn passkey_table(report: &PasskeyReport) -> String {
     let h = &report.header;
     let s = &report.settings;
-    let mut out = caption(
-        &h.run.model.name,
-        &h.run.device,
-        &h.run.dtype,
-        &h.run.git_commit,
-    );
+    let mut out = caption(&h.run);
     let _ = writeln!(
         out,
         "passkey retrieval: {} key(s) per cell, {} greedy tokens{}; cells are correct/trials\n",
@@ -153,8 +136,7 @@ pub fn passkey_table(report: &PasskeyReport) -> String {
         let mut header = vec![format!("{mode}: length \\ depth")];
         header.extend(s.depths.iter().map(|d| format!("{d}")));
         header.push("all".to_string());
-        out.push_str(&row(&header));
-        out.push_str(&rule(header.len()));
+        out.push_str(&head(&header));
         for &length in &s.lengths {
             let mut cells = vec![length.to_string()];
             let (mut ok, mut all) = (0, 0);
@@ -188,12 +170,7 @@ pub fn passkey_table(report: &PasskeyReport) -> String {
 pub fn sweep_table(report: &SweepReport) -> String {
     let h = &report.header;
     let p = &report.prompts;
-    let mut out = caption(
-        &h.run.model.name,
-        &h.run.device,
-        &h.run.dtype,
-        &h.run.git_commit,
-    );
+    let mut out = caption(&h.run);
     let _ = writeln!(
         out,
         "keep ratios at the layers of {} ({:?}); {} prompts from {} ({}–{} tokens); * = on the Pareto frontier\n",
@@ -209,8 +186,7 @@ pub fn sweep_table(report: &SweepReport) -> String {
         "top-k overlap",
         "frontier (agree / KL)",
     ];
-    out.push_str(&row(&header.map(str::to_string)));
-    out.push_str(&rule(header.len()));
+    out.push_str(&head(&header));
     for point in &report.points {
         out.push_str(&row(&[
             fmt_ratio(point.keep_ratio),

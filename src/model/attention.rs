@@ -37,9 +37,11 @@ pub fn causal_attention_and_tail(
     #[cfg(feature = "cuda")]
     if let Some(tail) = tail {
         if let Some((out, stats)) = super::cudnn::try_cudnn_attention_with_stats(q, k, v)? {
-            if let Some(scores) = super::flash::try_tail_attention(q, k, tail, Some(&stats))? {
-                return Ok((out, Some(scores)));
-            }
+            let scores = match super::flash::try_tail_attention(q, k, tail, Some(&stats))? {
+                Some(scores) => scores,
+                None => tail_attention(q, k, tail)?,
+            };
+            return Ok((out, Some(scores)));
         }
     }
     let scores = tail.map(|m| tail_attention(q, k, m)).transpose()?;

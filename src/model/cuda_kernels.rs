@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaModule, CudaStream, LaunchArgs};
 use candle_core::cuda_backend::{CudaDevice, WrapErr};
-use candle_core::{DType, Result};
+use candle_core::{DType, Layout, Result};
 
 /// A kernel function ready to launch on the device's stream.
 pub struct Kernel {
@@ -17,26 +17,43 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Function `name` of the PTX module `ptx`, loaded once per device and PTX text, with
-    /// `smem` bytes of dynamic shared memory allowed (above the default 48 KiB needs the
-    /// attribute, which candle's own custom-kernel cache gives no way to set).
+    /// Function `name` of the PTX module `ptx`, loaded once per device (module and function
+    /// both cached), with `smem` bytes of dynamic shared memory allowed (above the default
+    /// 48 KiB needs the attribute, which candle's own custom-kernel cache gives no way to set).
     pub fn load(dev: &CudaDevice, ptx: &'static str, name: &str, smem: u32) -> Result<Self> {
+        // (device, PTX text, function) -> the function, its attribute already set. The PTX
+        // texts are statics: their address names the module.
         type Modules = HashMap<(usize, usize), Arc<CudaModule>>;
+        type Functions = HashMap<(usize, usize, String), CudaFunction>;
         static MODULES: OnceLock<Mutex<Modules>> = OnceLock::new();
+        static FUNCTIONS: OnceLock<Mutex<Functions>> = OnceLock::new();
+        fn poisoned<E>(_: E) -> candle_core::Error {
+            candle_core::Error::Msg("CUDA kernel cache poisoned".into())
+        }
         let stream = dev.cuda_stream();
         let ctx = stream.context().clone();
-        // The PTX texts are statics: their address names the module.
-        let key = (ctx.ordinal(), ptx.as_ptr() as usize);
+        let module_key = (ctx.ordinal(), ptx.as_ptr() as usize);
+        let key = (module_key.0, module_key.1, name.to_string());
+        let mut functions = FUNCTIONS
+            .get_or_init(Default::default)
+            .lock()
+            .map_err(poisoned)?;
+        if let Some(func) = functions.get(&key) {
+            return Ok(Self {
+                func: func.clone(),
+                stream,
+            });
+        }
         let module = {
             let mut modules = MODULES
                 .get_or_init(Default::default)
                 .lock()
-                .map_err(|_| candle_core::Error::Msg("CUDA module cache poisoned".into()))?;
-            match modules.get(&key) {
+                .map_err(poisoned)?;
+            match modules.get(&module_key) {
                 Some(m) => m.clone(),
                 None => {
                     let m = ctx.load_module(ptx.into()).w()?;
-                    modules.insert(key, m.clone());
+                    modules.insert(module_key, m.clone());
                     m
                 }
             }
@@ -49,11 +66,53 @@ impl Kernel {
             )
             .w()?;
         }
+        functions.insert(key, func.clone());
         Ok(Self { func, stream })
     }
 
     pub fn builder(&self) -> LaunchArgs<'_> {
         self.stream.launch_builder(&self.func)
+    }
+}
+
+/// Sizes of an attention call: q (1, heads, t, d) over keys (1, kv_heads, n, d).
+pub struct AttentionDims {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub t: usize,
+    pub n: usize,
+    pub d: usize,
+}
+
+impl AttentionDims {
+    /// Reads and checks q's and k's (and v's, when given) layouts: whole query groups per
+    /// key head, no more queries than keys, v as long as k. `what` names the op in the error.
+    pub fn check(what: &str, lq: &Layout, lk: &Layout, lv: Option<&Layout>) -> Result<Self> {
+        let (_, heads, t, d) = lq.shape().dims4()?;
+        let (_, kv_heads, n, _) = lk.shape().dims4()?;
+        let v_rows = lv
+            .map(|l| l.shape().dims4())
+            .transpose()?
+            .map(|dims| dims.2);
+        if kv_heads == 0 || heads % kv_heads != 0 || t > n || v_rows.is_some_and(|rows| rows != n) {
+            candle_core::bail!(
+                "{what}: q {:?} k {:?} v {:?}",
+                lq.shape(),
+                lk.shape(),
+                lv.map(|l| l.shape())
+            );
+        }
+        Ok(Self {
+            heads,
+            kv_heads,
+            t,
+            n,
+            d,
+        })
+    }
+
+    pub fn groups(&self) -> usize {
+        self.heads / self.kv_heads
     }
 }
 

@@ -12,7 +12,7 @@ use candle_core::cuda_backend::cudarc::driver::DevicePtr;
 use candle_core::cuda_backend::CudaStorageSlice;
 use candle_core::{CudaStorage, DType, Layout, Result, Shape, Tensor};
 
-use super::cuda_kernels::cuda_only;
+use super::cuda_kernels::{cuda_only, AttentionDims};
 
 extern "C" {
     #[allow(clippy::too_many_arguments)]
@@ -124,16 +124,8 @@ impl candle_core::CustomOp3 for CudnnAttention {
     ) -> Result<(CudaStorage, Shape)> {
         let dev = q.device().clone();
         let stream = dev.cuda_stream();
-        let (_, heads, t, d) = lq.shape().dims4()?;
-        let (_, kv_heads, n, _) = lk.shape().dims4()?;
-        if heads % kv_heads != 0 || t > n || lv.shape().dims4()?.2 != n {
-            candle_core::bail!(
-                "cuDNN attention: q {:?} k {:?} v {:?}",
-                lq.shape(),
-                lk.shape(),
-                lv.shape()
-            );
-        }
+        let dims = AttentionDims::check("cuDNN attention", lq, lk, Some(lv))?;
+        let (heads, kv_heads, t, n, d) = (dims.heads, dims.kv_heads, dims.t, dims.n, dims.d);
         let out_stride = [(t * heads * d) as i64, d as i64, (heads * d) as i64, 1];
         let (q_stride, k_stride, v_stride) = (strides(lq), strides(lk), strides(lv));
         let scale = (1.0 / (d as f64).sqrt()) as f32;

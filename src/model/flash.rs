@@ -8,7 +8,7 @@ use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{CudaStorage, DType, Layout, Result, Shape, Tensor};
 
-use super::cuda_kernels::{cuda_only, dtype_suffix, Kernel};
+use super::cuda_kernels::{cuda_only, dtype_suffix, AttentionDims, Kernel};
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attn.ptx"));
 
@@ -134,16 +134,8 @@ impl candle_core::CustomOp3 for FlashAttention {
         lv: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let dev = q.device().clone();
-        let (_, heads, t, d) = lq.shape().dims4()?;
-        let (_, kv_heads, n, _) = lk.shape().dims4()?;
-        if heads % kv_heads != 0 || t > n || lv.shape().dims4()?.2 != n {
-            candle_core::bail!(
-                "flash attention: q {:?} k {:?} v {:?}",
-                lq.shape(),
-                lk.shape(),
-                lv.shape()
-            );
-        }
+        let dims = AttentionDims::check("flash attention", lq, lk, Some(lv))?;
+        let (heads, t, n, d) = (dims.heads, dims.t, dims.n, dims.d);
         let smem = smem_bytes(BLOCK_M + 2 * BLOCK_N, d);
         let suffix = dtype_suffix(q.dtype(), "fused attention")?;
         let kernel = Kernel::load(&dev, PTX, &format!("flash_attn_{suffix}_d{d}"), smem)?;
@@ -153,7 +145,7 @@ impl candle_core::CustomOp3 for FlashAttention {
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: smem,
         };
-        let (t_i, n_i, h_i, g_i) = (t as i32, n as i32, heads as i32, (heads / kv_heads) as i32);
+        let (t_i, n_i, h_i, g_i) = (t as i32, n as i32, heads as i32, dims.groups() as i32);
         let (k_stride, v_stride) = (lk.stride()[1] as i64, lv.stride()[1] as i64);
         let scale = scale_log2(d);
         macro_rules! run {
@@ -202,15 +194,11 @@ impl candle_core::CustomOp2 for TailLse {
         lk: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let dev = q.device().clone();
-        let (_, heads, t, d) = lq.shape().dims4()?;
-        let (_, kv_heads, n, _) = lk.shape().dims4()?;
+        let dims = AttentionDims::check("tail lse", lq, lk, None)?;
+        let (heads, t, n, d) = (dims.heads, dims.t, dims.n, dims.d);
         let tail = self.tail;
-        if heads % kv_heads != 0 || t > n || tail == 0 || tail > t {
-            candle_core::bail!(
-                "tail lse: q {:?} k {:?} tail {tail}",
-                lq.shape(),
-                lk.shape()
-            );
+        if tail == 0 || tail > t {
+            candle_core::bail!("tail lse: tail {tail} of {t} queries");
         }
         let smem = smem_bytes(BLOCK_M + 2 * BLOCK_N, d);
         let suffix = dtype_suffix(q.dtype(), "tail log-sum-exp")?;
@@ -225,7 +213,7 @@ impl candle_core::CustomOp2 for TailLse {
             tail as i32,
             n as i32,
             heads as i32,
-            (heads / kv_heads) as i32,
+            dims.groups() as i32,
         );
         let k_stride = lk.stride()[1] as i64;
         let scale = scale_log2(d);
@@ -285,22 +273,13 @@ impl candle_core::CustomOp3 for TailScores {
         ll: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let dev = q.device().clone();
-        let (_, heads, t, d) = lq.shape().dims4()?;
-        let (_, kv_heads, n, _) = lk.shape().dims4()?;
+        let dims = AttentionDims::check("tail scores", lq, lk, None)?;
+        let (heads, t, n, d) = (dims.heads, dims.t, dims.n, dims.d);
         let (lse_heads, lse_rows) = ll.shape().dims2()?;
         let tail = self.tail;
-        if heads % kv_heads != 0
-            || t > n
-            || tail == 0
-            || tail > t
-            || lse_heads != heads
-            || lse_rows < tail
-            || ll.stride()[1] != 1
-        {
+        if tail == 0 || tail > t || lse_heads != heads || lse_rows < tail || ll.stride()[1] != 1 {
             candle_core::bail!(
-                "tail scores: q {:?} k {:?} lse {:?} tail {tail}",
-                lq.shape(),
-                lk.shape(),
+                "tail scores: tail {tail} of {t} queries, lse {:?}",
                 ll.shape()
             );
         }
@@ -318,7 +297,7 @@ impl candle_core::CustomOp3 for TailScores {
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: smem,
         };
-        let (t_i, n_i, tail_i, g_i) = (t as i32, n as i32, tail as i32, (heads / kv_heads) as i32);
+        let (t_i, n_i, tail_i, g_i) = (t as i32, n as i32, tail as i32, dims.groups() as i32);
         let k_stride = lk.stride()[1] as i64;
         let scale = scale_log2(d);
         let scores = dev.alloc_zeros::<f32>(n)?;
