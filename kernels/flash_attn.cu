@@ -323,7 +323,8 @@ __device__ __forceinline__ void flash_attn_fwd(const T* __restrict__ q, const T*
 // memory buffers 64 at a time.
 // lse holds the tail rows' log-sum-exps, head h's at lse + h·lse_head_stride, in log2 units
 // after multiplying by lse_scale (1 for tail_lse's, log2(e) for cuDNN's natural-log stats).
-// Adds each key's sum over this head into scores[key] (f32, zeroed by the caller).
+// Adds each key's sum over this head into scores[head][key] (f32, [heads][n], zeroed by the
+// caller): the scorer combines heads itself (max or mean).
 #define TAIL_KEYS 64
 #define TAIL_QUERIES 64
 
@@ -416,8 +417,9 @@ __device__ __forceinline__ void tail_scores_fwd(const T* __restrict__ q, const T
         col_b += __shfl_xor_sync(0xffffffff, col_b, d);
     }
     if (tq == 0) {
-        if (key_a < n) atomicAdd(scores + key_a, col_a);
-        if (key_b < n) atomicAdd(scores + key_b, col_b);
+        float* head_scores = scores + (long long)head * n;
+        if (key_a < n) atomicAdd(head_scores + key_a, col_a);
+        if (key_b < n) atomicAdd(head_scores + key_b, col_b);
     }
 }
 

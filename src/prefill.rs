@@ -150,6 +150,7 @@ pub fn prefill_with_pruning(
                 layer: index,
                 hidden: &attended.hidden,
                 tail_attention: attended.tail_attention.as_ref(),
+                positions: Some(positions.ids()),
             })?),
             _ => None,
         };
@@ -164,6 +165,7 @@ pub fn prefill_with_pruning(
                     layer: index,
                     hidden: &hidden,
                     tail_attention: attended.tail_attention.as_ref(),
+                    positions: Some(positions.ids()),
                 })?,
             };
             let kept = select_checked(index, &scores, stage, schedule, tokens_in)?;

@@ -104,6 +104,7 @@ fn learned_scores_equal_a_hand_computed_mlp_and_drive_pruning() {
         min_tail_ratio: 0.05,
         scorer: Some(ScorerKind::Learned),
         predictor: Some(path.clone()),
+        attention: Default::default(),
     };
     let mut scorer = build_scorer(&schedule, &cfg, &Device::Cpu, 0).unwrap();
     let hidden = Tensor::randn(0f32, 1.0, (1, 7, cfg.hidden_size), &Device::Cpu).unwrap();
@@ -112,6 +113,7 @@ fn learned_scores_equal_a_hand_computed_mlp_and_drive_pruning() {
             layer: 3,
             hidden: &hidden,
             tail_attention: None,
+            positions: None,
         })
         .unwrap();
 
@@ -159,6 +161,7 @@ fn a_predictor_missing_a_schedule_layer_is_refused() {
         min_tail_ratio: 0.05,
         scorer: Some(ScorerKind::Learned),
         predictor: Some(path),
+        attention: Default::default(),
     };
     let err = build_scorer(&schedule, &cfg, &Device::Cpu, 0)
         .err()

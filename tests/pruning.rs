@@ -24,6 +24,7 @@ fn schedule(stages: &[(usize, f64)], head: usize, tail: f64, scorer: ScorerKind)
         min_tail_ratio: tail,
         scorer: Some(scorer),
         predictor: None,
+        attention: Default::default(),
     }
 }
 
@@ -303,6 +304,7 @@ fn scorers_return_one_finite_score_per_token() {
             layer: 0,
             hidden: &hidden,
             tail_attention: None,
+            positions: None,
         })
         .unwrap();
     assert_eq!(scores.len(), 40);

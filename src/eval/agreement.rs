@@ -143,11 +143,7 @@ pub fn run_agreement(
         for contender in contenders {
             let schedule = &contender.schedule;
             let out = prefill(model, &prompt.ids, schedule, seed)?;
-            let cost = schedule.scorer.map(|kind| ScorerCost {
-                kind,
-                min_tail_ratio: schedule.min_tail_ratio,
-            });
-            let flops = prefill_flops(&shape, &out.stats, cost);
+            let flops = prefill_flops(&shape, &out.stats, ScorerCost::of(schedule));
             let final_tokens = out.final_len();
             let logits = last_logits(&out)?;
             let first = argmax(&logits).unwrap_or(0) as u32;

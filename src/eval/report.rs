@@ -199,16 +199,7 @@ impl Contender {
             None => schedule.name.clone(),
         };
         Self {
-            info: ScheduleInfo {
-                mode,
-                name: schedule.name.clone(),
-                scorer: scorer.map(|k| k.as_str().to_string()),
-                stages: schedule.stages.clone(),
-                min_head_tokens: schedule.min_head_tokens,
-                min_tail_ratio: schedule.min_tail_ratio,
-                cumulative_keep: schedule.cumulative_keep(),
-                mapping,
-            },
+            info: ScheduleInfo::of(mode, &schedule, mapping),
             schedule,
         }
     }

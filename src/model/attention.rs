@@ -70,9 +70,9 @@ pub fn causal_attention_with(
     Tensor::cat(&blocks, 2)
 }
 
-/// Mean attention each key receives from the last `tail` queries, averaged over heads and
-/// queries: the training-free saliency used by the `attention` scorer (LazyLLM-style).
-/// Returns (n,) f32.
+/// Mean attention each key receives from the last `tail` queries, per head: row h is the
+/// mean over those queries of head h's softmax, so each row sums to 1. What the `attention`
+/// scorer reads (it combines the heads as the schedule says). Returns (heads, n) f32.
 pub fn tail_attention(q: &Tensor, k: &Tensor, tail: usize) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if let Some(scores) = super::flash::try_tail_attention(q, k, tail, None)? {
@@ -87,16 +87,17 @@ pub fn tail_attention(q: &Tensor, k: &Tensor, tail: usize) -> Result<Tensor> {
         let len = QUERY_BLOCK.min(t - start);
         let (probs, visible) =
             block_probabilities(&q.narrow(2, start, len)?, k, t - start, Kernels::Fast)?;
-        // (kv_heads, groups, len, visible) -> (visible,), padded to n with zeros for the keys
-        // these queries cannot see yet.
-        let summed = probs.sum(0)?.sum(0)?.sum(0)?;
+        // (kv_heads, groups, len, visible) -> (heads, visible), padded to n with zeros for
+        // the keys these queries cannot see yet. Heads are numbered kv_head * groups + group,
+        // as in the model's q projection.
+        let summed = probs.sum(2)?.reshape((heads, visible))?;
         let summed = if visible < n {
             Tensor::cat(
                 &[
                     &summed,
-                    &Tensor::zeros(n - visible, DType::F32, q.device())?,
+                    &Tensor::zeros((heads, n - visible), DType::F32, q.device())?,
                 ],
-                0,
+                1,
             )?
         } else {
             summed
@@ -108,7 +109,7 @@ pub fn tail_attention(q: &Tensor, k: &Tensor, tail: usize) -> Result<Tensor> {
         start += len;
     }
     match total {
-        Some(total) => total / (heads * tail) as f64,
+        Some(total) => total / tail as f64,
         None => candle_core::bail!("tail attention over an empty sequence"),
     }
 }
@@ -220,17 +221,47 @@ mod tests {
         Ok(())
     }
 
+    /// Softmax probabilities of every query over every key, (heads, t, n), the whole matrix.
+    fn naive_probs(q: &Tensor, k: &Tensor) -> Result<Tensor> {
+        let (_, heads, t, dim) = q.dims4()?;
+        let (_, kv_heads, n, d) = k.dims4()?;
+        let groups = heads / kv_heads;
+        let k = k
+            .unsqueeze(2)?
+            .expand((1, kv_heads, groups, n, d))?
+            .reshape((1, heads, n, d))?;
+        let scores = (q.matmul(&k.t()?)? / (dim as f64).sqrt())?;
+        let mask = causal_mask(t, n, n - t, q.device())?;
+        candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?.squeeze(0)
+    }
+
     #[test]
-    fn tail_attention_is_a_mean_distribution() -> Result<()> {
+    fn tail_attention_is_each_heads_mean_over_the_last_queries() -> Result<()> {
         let dev = Device::Cpu;
-        let q = Tensor::randn(0f32, 1.0, (1, 4, 50, 8), &dev)?;
-        let k = Tensor::randn(0f32, 1.0, (1, 2, 50, 8), &dev)?;
-        let scores = tail_attention(&q, &k, 5)?;
-        assert_eq!(scores.dims1()?, 50);
-        let total = scores.sum_all()?.to_scalar::<f32>()?;
-        assert!((total - 1.0).abs() < 1e-5, "{total}");
-        // The last token is seen only by the last query.
-        assert!(scores.to_vec1::<f32>()?.iter().all(|s| *s >= 0.0));
+        // 300 queries cross a query block; 4 heads over 2 kv heads check the head order.
+        for (t, n, tail) in [(50, 50, 5), (300, 320, 270), (7, 7, 1)] {
+            let q = Tensor::randn(0f32, 1.0, (1, 4, t, 8), &dev)?;
+            let k = Tensor::randn(0f32, 1.0, (1, 2, n, 8), &dev)?;
+            let scores = tail_attention(&q, &k, tail)?;
+            assert_eq!(scores.dims2()?, (4, n));
+            let expected = (naive_probs(&q, &k)?.narrow(1, t - tail, tail)?.sum(1)? / tail as f64)?;
+            let d = max_diff(&scores, &expected)?;
+            assert!(d < 1e-5, "t={t} n={n} tail={tail}: {d}");
+            // Each head's row is a distribution over the keys.
+            for total in scores.sum(1)?.to_vec1::<f32>()? {
+                assert!((total - 1.0).abs() < 1e-5, "{total}");
+            }
+            // The last key is seen only by the last query: its share is that query's / tail.
+            let last = scores.narrow(1, n - 1, 1)?.squeeze(1)?.to_vec1::<f32>()?;
+            let from_last_query = naive_probs(&q, &k)?
+                .narrow(1, t - 1, 1)?
+                .narrow(2, n - 1, 1)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            for (s, p) in last.iter().zip(&from_last_query) {
+                assert!((s - p / tail as f32).abs() < 1e-6, "{s} vs {p}/{tail}");
+            }
+        }
         Ok(())
     }
 }

@@ -47,8 +47,8 @@ pub fn try_flash_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<
     Ok(Some(out.reshape((1, t, heads, d))?.transpose(1, 2)?))
 }
 
-/// Mean attention each of the n keys gets from the last `tail` queries, averaged over heads
-/// and those queries, as (n,) f32: [`super::attention::tail_attention`] fused, or `None` when
+/// Mean attention each of the n keys gets from the last `tail` queries, per head, as
+/// (heads, n) f32: [`super::attention::tail_attention`] fused, or `None` when
 /// the kernels do not cover these inputs. `cudnn_stats` are the (heads, t) natural-log row
 /// log-sum-exps cuDNN's attention already produced; without them a statistics pass over the
 /// tail rows computes them first.
@@ -62,7 +62,7 @@ pub fn try_tail_attention(
         return Ok(None);
     }
     let q = q.contiguous()?;
-    let (_, heads, t, _) = q.dims4()?;
+    let t = q.dim(2)?;
     let tail = tail.clamp(1, t);
     let sums = match cudnn_stats {
         Some(stats) => q.apply_op3_no_bwd(
@@ -85,7 +85,7 @@ pub fn try_tail_attention(
             )?
         }
     };
-    Ok(Some((sums / (heads * tail) as f64)?))
+    Ok(Some((sums / tail as f64)?))
 }
 
 /// Last dim contiguous, rows packed within a head, 16-byte aligned start: what the kernels'
@@ -248,8 +248,8 @@ impl candle_core::CustomOp2 for TailLse {
     }
 }
 
-/// Sum over heads and the last `tail` queries of the softmax attention each key gets, (n,)
-/// f32, given those rows' log-sum-exps: a (heads, rows >= tail) f32 tensor whose last `tail`
+/// Sum over the last `tail` queries of the softmax attention each key gets from each head,
+/// (heads, n) f32, given those rows' log-sum-exps: a (heads, rows >= tail) f32 tensor whose last `tail`
 /// columns belong to the tail rows, in log2 units after multiplying by `lse_scale`.
 struct TailScores {
     tail: usize,
@@ -300,7 +300,7 @@ impl candle_core::CustomOp3 for TailScores {
         let (t_i, n_i, tail_i, g_i) = (t as i32, n as i32, tail as i32, dims.groups() as i32);
         let k_stride = lk.stride()[1] as i64;
         let scale = scale_log2(d);
-        let scores = dev.alloc_zeros::<f32>(n)?;
+        let scores = dev.alloc_zeros::<f32>(heads * n)?;
         macro_rules! run {
             ($variant:ident) => {{
                 let (qs, ks) = typed_slices!($variant, (q, lq), (k, lk));
@@ -325,7 +325,7 @@ impl candle_core::CustomOp3 for TailScores {
                 slice: CudaStorageSlice::F32(scores),
                 device: dev,
             },
-            Shape::from(n),
+            Shape::from((heads, n)),
         ))
     }
 }

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::config::ModelConfig;
 use crate::prefill::LayerStats;
-use crate::prune::schedule::ScorerKind;
-use crate::prune::select::mandatory_tail_len;
+use crate::prune::schedule::{AttentionScoring, PruneSchedule, ScorerKind};
+use crate::prune::scorer::effective_scorer_kind;
 
 /// The model dimensions the FLOP count depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,18 @@ pub struct PrefillFlops {
 pub struct ScorerCost {
     pub kind: ScorerKind,
     pub min_tail_ratio: f64,
+    pub attention: AttentionScoring,
+}
+
+impl ScorerCost {
+    /// The cost of `schedule`'s scorer; `None` when it prunes nothing.
+    pub fn of(schedule: &PruneSchedule) -> Option<Self> {
+        (!schedule.stages.is_empty()).then(|| Self {
+            kind: effective_scorer_kind(schedule),
+            min_tail_ratio: schedule.min_tail_ratio,
+            attention: schedule.attention,
+        })
+    }
 }
 
 /// FLOPs of a prefill whose layer `i` saw `stats[i].tokens_in` tokens. Pass the stats of the
@@ -111,9 +123,10 @@ pub fn prefill_flops(
 fn scorer_stage(shape: &FlopShape, n: usize, cost: ScorerCost) -> u64 {
     let t = n as u64;
     match cost.kind {
-        // The last ceil(min_tail_ratio·n) queries against every key: QKᵀ only.
+        // The scoring queries (the window, or the protected tail) against every key: QKᵀ
+        // only.
         ScorerKind::Attention => {
-            let m = mandatory_tail_len(n, cost.min_tail_ratio) as u64;
+            let m = cost.attention.queries(n, cost.min_tail_ratio) as u64;
             2 * shape.heads * shape.head_dim * m * t
         }
         // hidden → hidden/4 → 1 per token.
@@ -178,6 +191,7 @@ mod tests {
         let cost = ScorerCost {
             kind: ScorerKind::Attention,
             min_tail_ratio: 0.1,
+            attention: AttentionScoring::default(),
         };
         let f = prefill_flops(&s, &stats, Some(cost));
         assert_eq!(f.linear, s.layer_linear(10) + s.layer_linear(5));

@@ -89,18 +89,8 @@ impl Contender {
             );
             schedule.scorer = Some(kind);
         }
-        let scorer = scorer.map(|k| k.as_str().to_string());
         Self {
-            info: ScheduleInfo {
-                mode: mode.to_string(),
-                name: schedule.name.clone(),
-                scorer,
-                stages: schedule.stages.clone(),
-                min_head_tokens: schedule.min_head_tokens,
-                min_tail_ratio: schedule.min_tail_ratio,
-                cumulative_keep: schedule.cumulative_keep(),
-                mapping,
-            },
+            info: ScheduleInfo::of(mode.to_string(), &schedule, mapping),
             schedule,
         }
     }
@@ -331,10 +321,7 @@ fn summarise(
         peak_memory_bytes: Summary::of(&peaks),
     };
     let final_tokens = first.stats.last().map_or(length, |s| s.tokens_out);
-    let scorer_cost = contender.info.scorer.as_ref().map(|_| ScorerCost {
-        kind: effective_scorer_kind(&contender.schedule),
-        min_tail_ratio: contender.schedule.min_tail_ratio,
-    });
+    let scorer_cost = ScorerCost::of(&contender.schedule);
     Ok(ModeResult {
         length,
         mode: contender.info.mode.clone(),

@@ -15,7 +15,8 @@ use super::memory::MemoryKind;
 use super::summary::Summary;
 use crate::device::device_name;
 use crate::model::load::LoadedModel;
-use crate::prune::schedule::Stage;
+use crate::prune::schedule::{AttentionScoring, PruneSchedule, ScorerKind, Stage};
+use crate::prune::scorer::effective_scorer_kind;
 
 /// Version of the JSON layout below.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -166,6 +167,28 @@ pub struct ScheduleInfo {
     pub cumulative_keep: f64,
     /// How a preset's layers were mapped onto this model, when they were.
     pub mapping: Option<String>,
+    /// How the `attention` scorer read the attention; null for other scorers (absent in
+    /// reports before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<AttentionScoring>,
+}
+
+impl ScheduleInfo {
+    /// What reports say of `schedule` (its scorer already fixed), run as `mode`.
+    pub fn of(mode: String, schedule: &PruneSchedule, mapping: Option<String>) -> Self {
+        let scorer = (!schedule.stages.is_empty()).then(|| effective_scorer_kind(schedule));
+        Self {
+            mode,
+            name: schedule.name.clone(),
+            scorer: scorer.map(|k| k.as_str().to_string()),
+            stages: schedule.stages.clone(),
+            min_head_tokens: schedule.min_head_tokens,
+            min_tail_ratio: schedule.min_tail_ratio,
+            cumulative_keep: schedule.cumulative_keep(),
+            mapping,
+            attention: (scorer == Some(ScorerKind::Attention)).then_some(schedule.attention),
+        }
+    }
 }
 
 /// Tokens a pruning stage received and kept.

@@ -1,3 +1,4 @@
 pub mod schedule;
+pub mod score_ops;
 pub mod scorer;
 pub mod select;

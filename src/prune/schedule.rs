@@ -103,6 +103,64 @@ pub struct PruneSchedule {
     /// a relative path against the folder of the TOML file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predictor: Option<PathBuf>,
+    /// How the `attention` scorer reads the layer's attention (the `[attention]` table).
+    #[serde(default)]
+    pub attention: AttentionScoring,
+}
+
+/// How attention scores are combined over heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadReduce {
+    /// The largest share any head gives the token: a token one head needs is kept.
+    Max,
+    /// The mean over heads (LazyLLM-style).
+    Mean,
+}
+
+/// How the `attention` scorer turns a layer's attention into one score per token. Each
+/// setting is a lever against pruning what the prompt's question needs (docs/fidelity.md has
+/// the measurements that chose the defaults):
+///
+/// - `window`: only the last `window` queries score the tokens (SnapKV's observation window:
+///   the question at the end of a prompt), rather than the whole protected tail, most of
+///   which is context that attends to its neighbours. 0 uses the protected tail.
+/// - `heads`: a head that retrieves attends to the answer sharply while most heads do not, so
+///   `max` keeps what any head needs; `mean` dilutes it.
+/// - `pool`: max over a window of `pool` neighbouring tokens (SnapKV's 1-D pooling), so a
+///   token that draws attention keeps the few around it (the digits after "pass key is").
+/// - `carry`: a token's score is at least `carry` × its score at earlier stages (scores as
+///   ranks in [0, 1]), so a token found relevant at one layer is not dropped at the next
+///   because that layer looks elsewhere. 0 turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttentionScoring {
+    pub window: usize,
+    pub heads: HeadReduce,
+    pub pool: usize,
+    pub carry: f64,
+}
+
+impl Default for AttentionScoring {
+    fn default() -> Self {
+        Self {
+            window: 0,
+            heads: HeadReduce::Mean,
+            pool: 1,
+            carry: 0.0,
+        }
+    }
+}
+
+impl AttentionScoring {
+    /// Trailing queries whose attention scores a stage over `n` tokens: `window` (at most
+    /// `n`), or the protected tail when `window` is 0.
+    pub fn queries(&self, n: usize, min_tail_ratio: f64) -> usize {
+        match self.window {
+            0 => super::select::mandatory_tail_len(n, min_tail_ratio),
+            w => w.min(n),
+        }
+    }
 }
 
 fn default_min_head_tokens() -> usize {
@@ -199,6 +257,16 @@ pub enum ScheduleError {
         "schedule {schedule:?}: scorer \"learned\" needs a predictor; set predictor = \"path/to/predictor.safetensors\" or choose another scorer (attention, norm, random)"
     )]
     LearnedWithoutPredictor { schedule: String },
+
+    #[error(
+        "schedule {schedule:?}: [attention] pool {pool} is not an odd width of at least 1; use 1 (no pooling), 3, 5, 7, …"
+    )]
+    AttentionPool { schedule: String, pool: usize },
+
+    #[error(
+        "schedule {schedule:?}: [attention] carry {carry} is outside [0, 1]; use 0 (off) up to 1 (a token keeps its best earlier score)"
+    )]
+    AttentionCarry { schedule: String, carry: f64 },
 }
 
 fn scorer_names() -> String {
@@ -222,6 +290,7 @@ impl PruneSchedule {
             min_tail_ratio: default_min_tail_ratio(),
             scorer: None,
             predictor: None,
+            attention: AttentionScoring::default(),
         }
     }
 
@@ -416,6 +485,19 @@ impl PruneSchedule {
         if self.scorer == Some(ScorerKind::Learned) && self.predictor.is_none() {
             return Err(ScheduleError::LearnedWithoutPredictor {
                 schedule: schedule(),
+            });
+        }
+        let attention = &self.attention;
+        if attention.pool == 0 || attention.pool % 2 == 0 {
+            return Err(ScheduleError::AttentionPool {
+                schedule: schedule(),
+                pool: attention.pool,
+            });
+        }
+        if !(0.0..=1.0).contains(&attention.carry) {
+            return Err(ScheduleError::AttentionCarry {
+                schedule: schedule(),
+                carry: attention.carry,
             });
         }
         Ok(())
@@ -775,6 +857,62 @@ mod tests {
     }
 
     #[test]
+    fn toml_attention_table_parses_defaults_and_validates() {
+        let s = PruneSchedule::from_toml_str(
+            "stages = [ { layer = 3, keep_ratio = 0.5 } ]\n[attention]\nwindow = 32\nheads = \"max\"\npool = 7\ncarry = 0.5",
+            "a.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            s.attention,
+            AttentionScoring {
+                window: 32,
+                heads: HeadReduce::Max,
+                pool: 7,
+                carry: 0.5
+            }
+        );
+        s.validate(8).unwrap();
+        // Omitted keys take the defaults; the window never exceeds the tokens present.
+        let partial =
+            PruneSchedule::from_toml_str("stages = []\n[attention]\nwindow = 16", "b").unwrap();
+        assert_eq!(partial.attention.pool, AttentionScoring::default().pool);
+        assert_eq!(partial.attention.queries(10, 0.1), 10);
+        assert_eq!(partial.attention.queries(100, 0.1), 16);
+        // Window 0 scores with the protected tail, ceil(0.1 · 100).
+        assert_eq!(
+            AttentionScoring {
+                window: 0,
+                ..partial.attention
+            }
+            .queries(100, 0.1),
+            10
+        );
+
+        let bad = |toml: &str| PruneSchedule::from_toml_str(toml, "x.toml").unwrap_err();
+        assert!(bad("stages = []\n[attention]\nheads = \"median\"")
+            .to_string()
+            .contains("median"));
+        assert!(bad("stages = []\n[attention]\nwidow = 3")
+            .to_string()
+            .contains("widow"));
+        for (pool, carry, wanted) in [
+            (0, 0.0, "pool 0"),
+            (4, 0.0, "pool 4"),
+            (3, 1.5, "carry 1.5"),
+        ] {
+            let mut s = valid();
+            s.attention.pool = pool;
+            s.attention.carry = carry;
+            let msg = s.validate(16).unwrap_err().to_string();
+            assert!(msg.contains(wanted) && !msg.contains('\n'), "{msg}");
+        }
+        let mut s = valid();
+        s.attention.carry = f64::NAN;
+        assert!(s.validate(16).is_err());
+    }
+
+    #[test]
     fn toml_unknown_scorer() {
         let e = PruneSchedule::from_toml_str("scorer = \"saliency\"\nstages = []", "s.toml")
             .unwrap_err();
@@ -836,6 +974,12 @@ mod tests {
         ] {
             s.scorer = scorer;
             s.predictor = predictor;
+            s.attention = AttentionScoring {
+                window: 24,
+                heads: HeadReduce::Max,
+                pool: 5,
+                carry: 0.25,
+            };
             let text = toml::to_string(&s).unwrap();
             assert_eq!(
                 PruneSchedule::from_toml_str(&text, "rt").unwrap(),
@@ -950,6 +1094,7 @@ mod tests {
                         min_tail_ratio: tail,
                         scorer,
                         predictor,
+                        attention: AttentionScoring::default(),
                     };
                     (num_layers, schedule)
                 })

@@ -3,7 +3,7 @@
 //!
 //! A scorer only ranks; which tokens survive is decided by `select::apply_token_pruning`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -11,8 +11,8 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use rand::{Rng, SeedableRng};
 
-use super::schedule::{PruneSchedule, ScorerKind};
-use super::select::mandatory_tail_len;
+use super::schedule::{AttentionScoring, HeadReduce, PruneSchedule, ScorerKind};
+use super::score_ops::{max_pool, rank01};
 use crate::model::config::ModelConfig;
 
 /// What a scorer sees at a pruning layer.
@@ -22,9 +22,12 @@ pub struct ScoreInput<'a> {
     /// [reads only attention](Scorer::reads_only_attention), the layer's state after its
     /// attention block (such a scorer does not look at it).
     pub hidden: &'a Tensor,
-    /// Mean attention (n,) f32 the last queries paid to each token, when the scorer asked
-    /// for it through [`Scorer::tail_queries`].
+    /// Mean attention the last queries paid to each token, per head, (heads, n) f32 (or (n,)
+    /// for one combined head), when the scorer asked for it through [`Scorer::tail_queries`].
     pub tail_attention: Option<&'a Tensor>,
+    /// Original prompt positions of the n tokens, when known: what a scorer that remembers
+    /// tokens across stages keys them by.
+    pub positions: Option<&'a [u32]>,
 }
 
 pub trait Scorer {
@@ -47,9 +50,24 @@ pub trait Scorer {
     fn score(&mut self, input: &ScoreInput) -> Result<Vec<f32>>;
 }
 
-/// The training-free default: tokens the last `ceil(min_tail_ratio · n)` queries attend to.
+/// The training-free default: the attention the prompt's last queries pay to each token,
+/// combined over heads, pooled over neighbours and carried across stages as the schedule's
+/// [`AttentionScoring`] says.
 pub struct AttentionScorer {
+    scoring: AttentionScoring,
     min_tail_ratio: f64,
+    /// Carried score (a rank in [0, 1]) of each original position seen at an earlier stage.
+    carried: HashMap<u32, f32>,
+}
+
+impl AttentionScorer {
+    pub fn new(scoring: AttentionScoring, min_tail_ratio: f64) -> Self {
+        Self {
+            scoring,
+            min_tail_ratio,
+            carried: HashMap::new(),
+        }
+    }
 }
 
 impl Scorer for AttentionScorer {
@@ -58,7 +76,7 @@ impl Scorer for AttentionScorer {
     }
 
     fn tail_queries(&self, n: usize) -> Option<usize> {
-        Some(mandatory_tail_len(n, self.min_tail_ratio))
+        Some(self.scoring.queries(n, self.min_tail_ratio))
     }
 
     fn reads_only_attention(&self) -> bool {
@@ -69,7 +87,42 @@ impl Scorer for AttentionScorer {
         let attention = input
             .tail_attention
             .context("attention scorer ran without the layer's tail attention")?;
-        Ok(attention.to_vec1::<f32>()?)
+        let per_head = match attention.rank() {
+            1 => attention.unsqueeze(0)?,
+            _ => attention.clone(),
+        };
+        // Combined on the device: only n values cross to the host.
+        let combined = match self.scoring.heads {
+            HeadReduce::Max => per_head.max(0)?,
+            HeadReduce::Mean => per_head.mean(0)?,
+        };
+        let scores = max_pool(&combined.to_vec1::<f32>()?, self.scoring.pool);
+        let (carry, Some(positions)) = (self.scoring.carry, input.positions) else {
+            return Ok(scores);
+        };
+        if carry <= 0.0 {
+            return Ok(scores);
+        }
+        if positions.len() != scores.len() {
+            bail!(
+                "attention scorer: {} positions for {} tokens",
+                positions.len(),
+                scores.len()
+            );
+        }
+        let carry = carry as f32;
+        let ranked: Vec<f32> = rank01(&scores)
+            .into_iter()
+            .zip(positions)
+            .map(|(rank, p)| {
+                let earlier = self.carried.get(p).copied().unwrap_or(0.0);
+                rank.max(carry * earlier)
+            })
+            .collect();
+        for (&p, &r) in positions.iter().zip(&ranked) {
+            self.carried.insert(p, r);
+        }
+        Ok(ranked)
     }
 }
 
@@ -238,9 +291,10 @@ pub fn build_scorer(
         );
     }
     Ok(match kind {
-        ScorerKind::Attention => Box::new(AttentionScorer {
-            min_tail_ratio: schedule.min_tail_ratio,
-        }),
+        ScorerKind::Attention => Box::new(AttentionScorer::new(
+            schedule.attention,
+            schedule.min_tail_ratio,
+        )),
         ScorerKind::Norm => Box::new(NormScorer),
         ScorerKind::Random => Box::new(RandomScorer::new(seed)),
         ScorerKind::Learned => {
@@ -271,4 +325,97 @@ pub fn check_scorer_before_load(schedule: &PruneSchedule, cfg: &ModelConfig) -> 
         LearnedScorer::check_file(path, cfg, schedule)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scorer(window: usize, heads: HeadReduce, pool: usize, carry: f64) -> AttentionScorer {
+        AttentionScorer::new(
+            AttentionScoring {
+                window,
+                heads,
+                pool,
+                carry,
+            },
+            0.1,
+        )
+    }
+
+    fn score(s: &mut AttentionScorer, rows: &[&[f32]], positions: Option<&[u32]>) -> Vec<f32> {
+        let n = rows[0].len();
+        let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        let attention = Tensor::from_vec(flat, (rows.len(), n), &Device::Cpu).unwrap();
+        let hidden = Tensor::zeros((1, n, 4), DType::F32, &Device::Cpu).unwrap();
+        s.score(&ScoreInput {
+            layer: 0,
+            hidden: &hidden,
+            tail_attention: Some(&attention),
+            positions,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn heads_combine_by_max_or_mean() {
+        // Head 0 spreads its attention; head 1 looks only at token 3.
+        let rows: [&[f32]; 2] = [&[0.3, 0.3, 0.3, 0.0, 0.1], &[0.0, 0.0, 0.0, 1.0, 0.0]];
+        let max = score(&mut scorer(8, HeadReduce::Max, 1, 0.0), &rows, None);
+        assert_eq!(max, vec![0.3, 0.3, 0.3, 1.0, 0.1]);
+        let mean = score(&mut scorer(8, HeadReduce::Mean, 1, 0.0), &rows, None);
+        assert_eq!(mean, vec![0.15, 0.15, 0.15, 0.5, 0.05]);
+        // A combined (n,) input is one head.
+        let one = score(&mut scorer(8, HeadReduce::Max, 1, 0.0), &rows[..1], None);
+        assert_eq!(one, rows[0].to_vec());
+    }
+
+    #[test]
+    fn pooling_lifts_the_neighbours_of_a_peak() {
+        let rows: [&[f32]; 1] = [&[0.1, 0.0, 0.0, 0.9, 0.0, 0.0, 0.05]];
+        let pooled = score(&mut scorer(8, HeadReduce::Max, 3, 0.0), &rows, None);
+        assert_eq!(pooled, vec![0.1, 0.1, 0.9, 0.9, 0.9, 0.05, 0.05]);
+    }
+
+    #[test]
+    fn window_sets_the_scoring_queries() {
+        assert_eq!(
+            scorer(32, HeadReduce::Max, 1, 0.0).tail_queries(1000),
+            Some(32)
+        );
+        assert_eq!(
+            scorer(32, HeadReduce::Max, 1, 0.0).tail_queries(20),
+            Some(20)
+        );
+        // 0: the protected tail, ceil(0.1 · 1000).
+        assert_eq!(
+            scorer(0, HeadReduce::Max, 1, 0.0).tail_queries(1000),
+            Some(100)
+        );
+    }
+
+    #[test]
+    fn carry_keeps_a_token_found_earlier() {
+        let mut s = scorer(8, HeadReduce::Max, 1, 1.0);
+        // Stage 1 over positions 0..5: position 2 is the most attended.
+        let first = score(
+            &mut s,
+            &[&[0.1, 0.2, 0.9, 0.3, 0.4]],
+            Some(&[0, 1, 2, 3, 4]),
+        );
+        assert_eq!(first, vec![0.0, 0.25, 1.0, 0.5, 0.75]);
+        // Stage 2 keeps positions 1, 2, 4 and looks elsewhere: position 2 keeps its rank.
+        let second = score(&mut s, &[&[0.5, 0.0, 0.2]], Some(&[1, 2, 4]));
+        assert_eq!(second, vec![1.0, 1.0, 0.75]);
+        // Half-strength carry: the earlier rank counts half.
+        let mut half = scorer(8, HeadReduce::Max, 1, 0.5);
+        score(&mut half, &[&[0.1, 0.9]], Some(&[7, 9]));
+        assert_eq!(
+            score(&mut half, &[&[0.9, 0.1, 0.5]], Some(&[7, 9, 11])),
+            vec![1.0, 0.5, 0.5]
+        );
+        // Without positions there is nothing to carry by: the plain scores.
+        let plain = score(&mut s, &[&[0.5, 0.0, 0.2]], None);
+        assert_eq!(plain, vec![0.5, 0.0, 0.2]);
+    }
 }

@@ -82,6 +82,7 @@ pub fn compare_scorers(
                     layer: stage.layer,
                     hidden: &hidden,
                     tail_attention: Some(&attention),
+                    positions: None,
                 })?;
                 let keep = kept_len(
                     n,

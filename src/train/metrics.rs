@@ -3,39 +3,8 @@
 
 use std::cmp::Ordering;
 
-/// Total order on f32 for ranking: NaN sorts below every number (it never looks salient).
-fn cmp_scores(a: f32, b: f32) -> Ordering {
-    match (a.is_nan(), b.is_nan()) {
-        (true, true) => Ordering::Equal,
-        (true, false) => Ordering::Less,
-        (false, true) => Ordering::Greater,
-        (false, false) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
-    }
-}
-
-/// Fractional ranks, 1-based, ties sharing the mean of their ranks (as in Spearman's rho):
-/// `ranks(&[10, 30, 20, 20]) == [1, 4, 2.5, 2.5]`.
-pub fn ranks(values: &[f32]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| cmp_scores(values[a], values[b]));
-    let mut out = vec![0.0; values.len()];
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start + 1;
-        while end < order.len()
-            && cmp_scores(values[order[start]], values[order[end]]) == Ordering::Equal
-        {
-            end += 1;
-        }
-        // Ranks start+1 ..= end share their mean.
-        let mean = (start + 1 + end) as f64 / 2.0;
-        for &i in &order[start..end] {
-            out[i] = mean;
-        }
-        start = end;
-    }
-    out
-}
+use crate::prune::score_ops::cmp_scores;
+pub use crate::prune::score_ops::ranks;
 
 /// Pearson correlation; `None` for fewer than two values or a constant side.
 pub fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {

@@ -159,7 +159,8 @@ pub fn sequence_saliency(
         |layer, h, tail| {
             let tap = Var::zeros(h.shape(), h.dtype(), h.device())?;
             let attention = match tail {
-                Some(t) => t.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+                // Stored as the mean over heads (the dataset's layout since version 1).
+                Some(t) => t.to_dtype(DType::F32)?.mean(0)?.to_vec1::<f32>()?,
                 None => bail!("layer {layer} returned no tail attention"),
             };
             let tapped = (&h + tap.as_tensor())?;
