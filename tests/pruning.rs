@@ -10,7 +10,7 @@ use sdtp::generate::{decode_step, generate, SamplingConfig};
 use sdtp::model::cache::LayerCache;
 use sdtp::model::llama::Llama;
 use sdtp::prefill::{prefill_with_pruning, PrefillOptions, PrefillOutput, StageKept};
-use sdtp::prune::schedule::{PruneSchedule, ScorerKind, Stage};
+use sdtp::prune::schedule::{AttentionScoring, HeadReduce, PruneSchedule, ScorerKind, Stage};
 use sdtp::prune::scorer::{build_scorer, NormScorer, Scorer};
 
 fn schedule(stages: &[(usize, f64)], head: usize, tail: f64, scorer: ScorerKind) -> PruneSchedule {
@@ -257,12 +257,29 @@ fn harsh_schedule() -> impl Strategy<Value = PruneSchedule> {
             Just(ScorerKind::Norm),
             Just(ScorerKind::Random)
         ],
+        // Every [attention] setting: window (0 = the tail), head reduction, pool, carry.
+        (
+            0usize..=64,
+            prop_oneof![Just(HeadReduce::Max), Just(HeadReduce::Mean)],
+            (0usize..=5).prop_map(|k| 2 * k + 1),
+            prop_oneof![Just(0.0), Just(1.0), 0.0f64..=1.0],
+        ),
     )
-        .prop_map(|(layers, ratios, head, tail, kind)| {
-            let stages: Vec<(usize, f64)> =
-                layers.iter().zip(ratios).map(|(&l, r)| (l, r)).collect();
-            schedule(&stages, head, tail, kind)
-        })
+        .prop_map(
+            |(layers, ratios, head, tail, kind, (window, heads, pool, carry))| {
+                let stages: Vec<(usize, f64)> =
+                    layers.iter().zip(ratios).map(|(&l, r)| (l, r)).collect();
+                PruneSchedule {
+                    attention: AttentionScoring {
+                        window,
+                        heads,
+                        pool,
+                        carry,
+                    },
+                    ..schedule(&stages, head, tail, kind)
+                }
+            },
+        )
 }
 
 proptest! {

@@ -3,7 +3,7 @@
 //!
 //! A scorer only ranks; which tokens survive is decided by `select::apply_token_pruning`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -46,6 +46,10 @@ pub trait Scorer {
         false
     }
 
+    /// Called by the prefill before its first layer: a scorer that remembers tokens across
+    /// stages forgets the previous prompt here.
+    fn begin_prefill(&mut self, _prompt_len: usize) {}
+
     /// One score per token (higher = more salient), `n` values.
     fn score(&mut self, input: &ScoreInput) -> Result<Vec<f32>>;
 }
@@ -56,8 +60,9 @@ pub trait Scorer {
 pub struct AttentionScorer {
     scoring: AttentionScoring,
     min_tail_ratio: f64,
-    /// Carried score (a rank in [0, 1]) of each original position seen at an earlier stage.
-    carried: HashMap<u32, f32>,
+    /// Carried score (a rank in [0, 1]) of each original position seen at an earlier stage
+    /// of this prefill, indexed by position (0 where none yet).
+    carried: Vec<f32>,
 }
 
 impl AttentionScorer {
@@ -65,7 +70,7 @@ impl AttentionScorer {
         Self {
             scoring,
             min_tail_ratio,
-            carried: HashMap::new(),
+            carried: Vec::new(),
         }
     }
 }
@@ -81,6 +86,11 @@ impl Scorer for AttentionScorer {
 
     fn reads_only_attention(&self) -> bool {
         true
+    }
+
+    fn begin_prefill(&mut self, prompt_len: usize) {
+        self.carried.clear();
+        self.carried.resize(prompt_len, 0.0);
     }
 
     fn score(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
@@ -111,17 +121,20 @@ impl Scorer for AttentionScorer {
             );
         }
         let carry = carry as f32;
+        if let Some(&last) = positions.iter().max() {
+            if last as usize >= self.carried.len() {
+                self.carried.resize(last as usize + 1, 0.0);
+            }
+        }
         let ranked: Vec<f32> = rank01(&scores)
             .into_iter()
             .zip(positions)
-            .map(|(rank, p)| {
-                let earlier = self.carried.get(p).copied().unwrap_or(0.0);
-                rank.max(carry * earlier)
+            .map(|(rank, &p)| {
+                let best = rank.max(carry * self.carried[p as usize]);
+                self.carried[p as usize] = best;
+                best
             })
             .collect();
-        for (&p, &r) in positions.iter().zip(&ranked) {
-            self.carried.insert(p, r);
-        }
         Ok(ranked)
     }
 }
@@ -417,5 +430,9 @@ mod tests {
         // Without positions there is nothing to carry by: the plain scores.
         let plain = score(&mut s, &[&[0.5, 0.0, 0.2]], None);
         assert_eq!(plain, vec![0.5, 0.0, 0.2]);
+        // A new prefill forgets the last one's tokens.
+        s.begin_prefill(5);
+        let fresh = score(&mut s, &[&[0.5, 0.0, 0.2]], Some(&[1, 2, 4]));
+        assert_eq!(fresh, vec![1.0, 0.0, 0.5]);
     }
 }
