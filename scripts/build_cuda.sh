@@ -26,6 +26,8 @@
 #   CUDA_COMPUTE_CAP   default 90
 #   CARGO_TARGET_DIR   default <repo>/target-cuda
 #   SDTP_BUILD_JOBS    cargo -j (default: cargo's own default)
+#   SDTP_CUDA_TESTS    1: also build the GPU kernel tests (tests/flash_attention.rs) as
+#                      target-cuda/release/deps/flash_attention-*
 #   SDTP_SIZE_LIMIT_MB binary size limit (default 60); a stripped copy
 #                      (sdtp.stripped) is written when the binary exceeds it
 #   SDTP_NVCC_COMPRESS fatbin compression for the kernels nvcc compiles into
@@ -232,6 +234,11 @@ log "building: CUDA_HOME=$CUDA_HOME CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP CARGO_TAR
 T1=$(date +%s)
 nice -n 10 cargo build --release --features cuda --bin sdtp ${SDTP_BUILD_JOBS:+-j "$SDTP_BUILD_JOBS"} \
   || die "cargo build --release --features cuda failed (see above)"
+if [ "${SDTP_CUDA_TESTS:-0}" = 1 ]; then
+  # The GPU kernel tests as a binary to carry (scripts/gpu_stage.sh picks it up).
+  nice -n 10 cargo test --release --features cuda --test flash_attention --no-run \
+      ${SDTP_BUILD_JOBS:+-j "$SDTP_BUILD_JOBS"} || die "building the CUDA kernel tests failed"
+fi
 T2=$(date +%s)
 
 BIN="$CARGO_TARGET_DIR/release/sdtp"

@@ -9,10 +9,14 @@
 #   PASSKEY_LENGTHS [1024,2048,4096,8000]   PASSKEY_TRIALS [10]   DEPTHS [0,0.25,0.5,0.75,1]
 #   RULER_LENGTHS [1024,2048,4096,8000]     RULER_SAMPLES [10]    RULER_TASKS [] (all)
 #   RULER_NEW_TOKENS []  cap on generated tokens (empty: RULER's per-task numbers)
+#   AGREEMENT_CONTINUATION [32]   greedy tokens compared per agreement prompt
 #   STEPS [passkey,ruler,agreement]   which parts to run
+# cuDNN is taken from PyTorch's pip package when the loader does not find libcudnn.so.9.
 set -uo pipefail
 bin=${1:?BIN_DIR}; model=${2:?MODEL}; out=${3:?OUT_DIR}
 mkdir -p "$out"
+cudnn_dir=$(python3 -c "import os, nvidia.cudnn as c; print(os.path.join(list(c.__path__)[0], 'lib'))" 2>/dev/null)
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64${cudnn_dir:+:$cudnn_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 seed=${SEED:-7}; steps=${STEPS:-passkey,ruler,agreement}
 contenders=(--schedule "${SCHEDULES:-keep09,keep08,keep07}")
 [ -n "${SCORERS:-}" ] && contenders+=(--scorer "$SCORERS")
@@ -39,5 +43,6 @@ case ",$steps," in *,ruler,*)
     --plot "$out/ruler.svg" "${extra[@]}" ;;
 esac
 case ",$steps," in *,agreement,*)
-  run agreement eval agreement "${common[@]}" "${contenders[@]}" ;;
+  run agreement eval agreement "${common[@]}" "${contenders[@]}" \
+    --continuation-tokens "${AGREEMENT_CONTINUATION:-32}" ;;
 esac
