@@ -3,8 +3,8 @@
 //! most frequent, after "...", which takes the top rank as noise.
 //!
 //! As RULER: a vocabulary of length / 50 coded words (RULER: of the length less the answer's
-//! tokens; here the prompt alone fills the length), shuffled, its first entry replaced by
-//! "...". With N the haystack size, the word of rank k appears ⌊N·k^−α / ζ(α)⌋ times; the
+//! tokens; here the prompt alone fills the length) in random order, its first entry replaced
+//! by "...". With N the haystack size, the word of rank k appears ⌊N·k^−α / ζ(α)⌋ times; the
 //! words are shuffled and joined by spaces. N is the unit searched over; its smallest value
 //! is the one from which ranks 2, 3, 4 (the answer) and 5 always have strictly decreasing
 //! counts, so the answer is never tied.
@@ -51,11 +51,13 @@ pub struct Fwe {
 
 impl Fwe {
     pub fn new(rng: &mut StdRng, length: usize) -> Self {
+        // Drawn before the length-sized vocabulary, so it does not depend on the length.
+        let shuffle_seed = rng.random();
         let mut vocab = coded_words(rng, (length / 50).max(MIN_VOCAB), CODED_LEN);
         vocab[0] = DOTS.to_string();
         Self {
             vocab,
-            shuffle_seed: rng.random(),
+            shuffle_seed,
         }
     }
 

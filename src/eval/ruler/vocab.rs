@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 
-use rand::seq::SliceRandom;
 use rand::Rng;
 
 /// The shipped word list, one word a line.
@@ -80,16 +79,19 @@ pub fn variable_names(
     out
 }
 
-/// `count` distinct coded words of `len` lower-case letters, sorted then shuffled (RULER's
-/// fwe vocabulary before its first entry is replaced by "...").
+/// `count` distinct coded words of `len` lower-case letters, in the order drawn: a uniformly
+/// random ordered choice, as RULER's sorted-then-shuffled vocabulary, with the difference
+/// that a longer list starts with the shorter one (so fwe's answer does not change with the
+/// length, which sets the vocabulary's size).
 pub fn coded_words(rng: &mut impl Rng, count: usize, len: usize) -> Vec<String> {
-    let mut set = HashSet::with_capacity(count);
-    while set.len() < count {
-        set.insert(letters(rng, b"abcdefghijklmnopqrstuvwxyz", len));
+    let mut seen = HashSet::with_capacity(count);
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let word = letters(rng, b"abcdefghijklmnopqrstuvwxyz", len);
+        if seen.insert(word.clone()) {
+            out.push(word);
+        }
     }
-    let mut out: Vec<String> = set.into_iter().collect();
-    out.sort_unstable();
-    out.shuffle(rng);
     out
 }
 
@@ -133,7 +135,12 @@ mod tests {
         let unique: HashSet<&String> = names.iter().collect();
         assert_eq!(unique.len(), 50);
         assert!(names.iter().all(|n| n.len() == 5 && n != "ABCDE"));
-        let coded = coded_words(&mut rng, 40, 6);
+        let coded = coded_words(&mut rng.clone(), 40, 6);
         assert_eq!(coded.iter().collect::<HashSet<_>>().len(), 40);
+        assert_eq!(
+            coded[..10],
+            coded_words(&mut rng, 10, 6)[..],
+            "prefix-stable"
+        );
     }
 }
