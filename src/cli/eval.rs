@@ -1,6 +1,8 @@
-//! `sdtp eval agreement|perplexity|passkey|sweep|plot|make-prompts`: argument checks, wiring
-//! to `crate::eval`, and where the report goes (a markdown table on stdout, `--json`, the
-//! sweep's SVG).
+//! `sdtp eval agreement|perplexity|passkey|ruler|sweep|plot|make-prompts`: argument checks,
+//! wiring to `crate::eval`, and where the report goes (a markdown table on stdout, `--json`,
+//! the sweep's and RULER's SVG). `ruler` has its own module.
+
+mod ruler;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -45,6 +47,10 @@ pub enum EvalCommand {
     Perplexity(PerplexityArgs),
     /// llama.cpp-style passkey retrieval over lengths and depths, baseline against schedules.
     Passkey(PasskeyArgs),
+    /// NVIDIA RULER's synthetic tasks (needles in haystacks, variable tracking, common and
+    /// frequent words) over lengths, baseline against schedules, with an SVG of score
+    /// against FLOP reduction.
+    Ruler(ruler::RulerArgs),
     /// Keep ratios × scorers on one schedule's layers: a table and an SVG Pareto plot of
     /// prefill FLOP reduction against agreement.
     Sweep(SweepArgs),
@@ -251,6 +257,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         EvalCommand::Agreement(a) => agreement(a),
         EvalCommand::Perplexity(a) => perplexity(a),
         EvalCommand::Passkey(a) => passkey(a),
+        EvalCommand::Ruler(a) => ruler::run(a),
         EvalCommand::Sweep(a) => sweep(a),
         EvalCommand::Plot(a) => plot(a),
         EvalCommand::MakePrompts(a) => make_prompts(a),

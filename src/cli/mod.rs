@@ -25,7 +25,7 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Benchmark the unpruned baseline against SDTP schedules (llama-bench style).
     Profile(profile::ProfileArgs),
-    /// Does pruning keep the answers? Agreement, perplexity, passkey and the speed–fidelity
+    /// Does pruning keep the answers? Agreement, perplexity, passkey, RULER and the speed–fidelity
     /// sweep, baseline against schedules.
     Eval(eval::EvalArgs),
     /// Gradient × hidden saliency labels of the frozen model on a corpus, for training a

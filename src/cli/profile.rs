@@ -320,7 +320,9 @@ fn emit(report: &ProfileReport, args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn progress_bar(quiet: bool, runs: usize) -> Result<ProgressBar> {
+/// The progress bar of a loop of `runs` model runs on stderr; hidden with `--quiet` or when
+/// stderr is not a terminal.
+pub(super) fn progress_bar(quiet: bool, runs: usize) -> Result<ProgressBar> {
     if quiet || !std::io::stderr().is_terminal() {
         return Ok(ProgressBar::hidden());
     }

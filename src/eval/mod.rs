@@ -6,6 +6,7 @@
 //!   continuation on a prompt set ([`prompts`]: the JSONL set and its generator);
 //! - [`perplexity`]: perplexity of a continuation after a pruned prefill of the context;
 //! - [`passkey`]: llama.cpp-style synthetic passkey retrieval over lengths and depths;
+//! - [`ruler`]: NVIDIA RULER's synthetic tasks (needles, variable tracking, word counts);
 //! - [`sweep`]: keep ratios × scorers → the speed–fidelity points and their Pareto frontier
 //!   ([`plot`]: the SVG);
 //! - [`metrics`]: the pure metric functions; [`forward`]: the model runs they need;
@@ -19,5 +20,6 @@ pub mod perplexity;
 pub mod plot;
 pub mod prompts;
 pub mod report;
+pub mod ruler;
 pub mod sweep;
 pub mod table;

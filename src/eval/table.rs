@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use super::report::{AgreementReport, PasskeyReport, PerplexityReport, SweepReport, BASELINE};
+use super::ruler::report::RulerReport;
 use super::sweep::fmt_ratio;
 use crate::profile::report::RunInfo;
 
@@ -202,6 +203,80 @@ pub fn sweep_table(report: &SweepReport) -> String {
                 if point.pareto_kl { "*" } else { "" }
             ),
         ]));
+    }
+    out
+}
+
+/// What one RULER table row shows of a mode: score, agreement, FLOP reduction.
+struct RulerFigures(f64, f64, f64);
+
+/// A RULER table row: `label`, `length`, the baseline's score, then each contender's
+/// figures; `figures` finds a mode's.
+fn ruler_row(
+    report: &RulerReport,
+    label: String,
+    length: usize,
+    figures: impl Fn(&str) -> Option<RulerFigures>,
+) -> String {
+    let dash = || "–".to_string();
+    let mut cells = vec![label, length.to_string()];
+    cells.push(figures(BASELINE).map_or_else(dash, |f| format!("{:.1}", f.0)));
+    for c in &report.schedules {
+        match figures(&c.mode) {
+            Some(RulerFigures(score, agree, reduction)) => {
+                cells.extend([format!("{score:.1}"), pct(agree), pct(reduction)])
+            }
+            None => cells.extend([dash(), dash(), dash()]),
+        }
+    }
+    row(&cells)
+}
+
+/// RULER: one row per task × length, the baseline's score then each contender's score,
+/// agreement with the baseline and FLOP reduction; an average row closes each length.
+pub fn ruler_table(report: &RulerReport) -> String {
+    let s = &report.settings;
+    let mut out = caption(&report.header.run);
+    let new_tokens = s
+        .new_tokens
+        .map_or_else(|| "RULER's per-task".to_string(), |n| n.to_string());
+    let _ = writeln!(
+        out,
+        "RULER: {} sample(s) per task × length, {new_tokens} greedy tokens{}; scores are string_match_all × 100; agree = samples with the baseline's credit; FLOP red. = mean prefill FLOP reduction\n",
+        s.samples,
+        if s.chat { ", chat template" } else { "" }
+    );
+    let mut header = vec![
+        "task".to_string(),
+        "length".to_string(),
+        BASELINE.to_string(),
+    ];
+    for c in &report.schedules {
+        header.extend([c.mode.clone(), "agree".to_string(), "FLOP red.".to_string()]);
+    }
+    out.push_str(&head(&header));
+    for &length in &s.lengths {
+        for &task in &s.tasks {
+            out.push_str(&ruler_row(report, task.to_string(), length, |mode| {
+                report
+                    .cells
+                    .iter()
+                    .find(|c| c.task == task && c.length == length && c.mode == mode)
+                    .map(|c| RulerFigures(c.score, c.agreement, c.flop_reduction))
+            }));
+        }
+        out.push_str(&ruler_row(
+            report,
+            "**average**".to_string(),
+            length,
+            |mode| {
+                report
+                    .averages
+                    .iter()
+                    .find(|a| a.length == length && a.mode == mode)
+                    .map(|a| RulerFigures(a.score, a.agreement, a.flop_reduction))
+            },
+        ));
     }
     out
 }
