@@ -132,11 +132,7 @@ pub fn run_ruler(
         for &(mode, schedule) in &modes {
             progress(sample, mode);
             let out = prefill(model, &sample.ids, schedule, seed)?;
-            let cost = schedule.scorer.map(|kind| ScorerCost {
-                kind,
-                min_tail_ratio: schedule.min_tail_ratio,
-            });
-            let flops = prefill_flops(&shape, &out.stats, cost);
+            let flops = prefill_flops(&shape, &out.stats, ScorerCost::of(schedule));
             if mode == BASELINE {
                 baseline_flops = flops.model;
             }
