@@ -1,21 +1,28 @@
 #!/usr/bin/env python3
-"""Writes the attention-scorer variants compared in docs/fidelity.md as schedule TOMLs.
+"""Writes the scorer variants compared in docs/fidelity.md as schedule TOMLs and prints the
+comma list of contenders to pass to `sdtp eval ... --schedule`.
 
-Each variant is a preset's stages (configs/keepNN.toml) with one [attention] setting; the
-file name and schedule name say which, e.g. k09-w32-max-p7-c1.0. Usage:
-    scripts/scorer_variants.py OUT_DIR [--keep 0.9,0.7] [--grid dev|final]
-`dev` is the grid the defaults were chosen from (on the dev seed); `final` the few that the
-report compares on the report seed.
+Every variant has a preset's stages (configs/keepNN.toml: after layers 4, 7, ..., 25) and one
+scorer setting. Usage:
+    scripts/scorer_variants.py OUT_DIR [--keep 0.9,0.7] [--grid dev|finalists|report]
+        [--predictor predictors/smollm2-135m-keep09.safetensors]
+- dev: the [attention] grid searched on the dev seed (names like k09-w32-max-p7-c1.0);
+- finalists: the best of dev, run on RULER on the dev seed;
+- report: for each keep ratio, the preset itself (keepNN, whose [attention] is the chosen
+  default) and the same stages with the scorer before [attention] existed (legacy: the whole
+  protected tail, mean over heads, no pooling, no carry), the shipped learned predictor, norm
+  and random.
 """
 import argparse
 import os
 
-LAYERS = [4, 7, 10, 13, 16, 19, 22, 25]  # the keepNN presets, for 32 layers (30 as written)
+LAYERS = [4, 7, 10, 13, 16, 19, 22, 25]
 
-# (window, heads, pool, carry); window 0 = the protected tail (the scorer before [attention]).
+# (window, heads, pool, carry); window 0 = the protected tail.
+LEGACY = (0, "mean", 1, 0.0)
 GRIDS = {
     "dev": [
-        (0, "mean", 1, 0.0),
+        LEGACY,
         (32, "max", 7, 0.0),
         (32, "mean", 7, 1.0),
         (32, "max", 1, 1.0),
@@ -27,34 +34,61 @@ GRIDS = {
         (64, "max", 7, 1.0),
         (32, "max", 15, 1.0),
     ],
-    "final": [
-        (0, "mean", 1, 0.0),
-        (32, "max", 7, 0.0),
+    "finalists": [
+        LEGACY,
+        (32, "max", 7, 1.0),
+        (32, "max", 15, 1.0),
+        (16, "max", 7, 1.0),
+        (16, "max", 15, 1.0),
     ],
 }
+
+
+def toml(name, keep, scorer, attention=None, predictor=None):
+    stages = ", ".join(f"{{ layer = {l}, keep_ratio = {keep} }}" for l in LAYERS)
+    text = f'name = "{name}"\nscorer = "{scorer}"\n'
+    if predictor:
+        text += f'predictor = "{os.path.abspath(predictor)}"\n'
+    text += f"stages = [ {stages} ]\n"
+    if attention:
+        window, heads, pool, carry = attention
+        text += (
+            f'\n[attention]\nwindow = {window}\nheads = "{heads}"\n'
+            f"pool = {pool}\ncarry = {carry}\n"
+        )
+    return text
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--keep", default="0.9,0.7")
-    ap.add_argument("--grid", default="dev", choices=sorted(GRIDS))
+    ap.add_argument("--grid", default="dev", choices=sorted(GRIDS) + ["report"])
+    ap.add_argument("--predictor", default="predictors/smollm2-135m-keep09.safetensors")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    paths = []
+    contenders = []
+
+    def write(name, text):
+        path = os.path.join(args.out, name + ".toml")
+        with open(path, "w") as f:
+            f.write(text)
+        contenders.append(path)
+
     for keep in [float(k) for k in args.keep.split(",")]:
+        tag = f"k{round(keep * 10):02d}"
+        if args.grid == "report":
+            preset = f"keep{round(keep * 10):02d}"
+            contenders.append(preset)
+            write(f"{preset}-legacy", toml(f"{preset}-legacy", keep, "attention", LEGACY))
+            write(f"{preset}-learned", toml(f"{preset}-learned", keep, "learned", predictor=args.predictor))
+            for scorer in ("norm", "random"):
+                write(f"{preset}-{scorer}", toml(f"{preset}-{scorer}", keep, scorer))
+            continue
         for window, heads, pool, carry in GRIDS[args.grid]:
-            name = f"k{round(keep * 10):02d}-w{window}-{heads}-p{pool}-c{carry:.1f}"
-            stages = ", ".join(f"{{ layer = {l}, keep_ratio = {keep} }}" for l in LAYERS)
-            path = os.path.join(args.out, name + ".toml")
-            with open(path, "w") as f:
-                f.write(
-                    f'name = "{name}"\nscorer = "attention"\nstages = [ {stages} ]\n\n'
-                    f'[attention]\nwindow = {window}\nheads = "{heads}"\n'
-                    f"pool = {pool}\ncarry = {carry}\n"
-                )
-            paths.append(path)
-    print(",".join(paths))
+            name = f"{tag}-w{window}-{heads}-p{pool}-c{carry:.1f}"
+            write(name, toml(name, keep, "attention", (window, heads, pool, carry)))
+    print(",".join(contenders))
 
 
 if __name__ == "__main__":

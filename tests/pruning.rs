@@ -326,10 +326,19 @@ fn scorers_return_one_finite_score_per_token() {
         .unwrap();
     assert_eq!(scores.len(), 40);
     assert!(scores.iter().all(|s| s.is_finite() && *s > 0.0));
-    // The attention scorer asks the layer for the last ceil(0.1 · 40) = 4 queries.
+    // The default attention scorer asks the layer for its window of 32 queries (all 20 of a
+    // shorter prompt); the legacy one for the last ceil(0.1 · 40) = 4.
     let s = schedule(&[(0, 0.5)], 0, 0.1, ScorerKind::Attention);
     let attention: Box<dyn Scorer> =
         build_scorer(&s, tiny.model.config(), tiny.model.device(), 0).unwrap();
-    assert_eq!(attention.tail_queries(40), Some(4));
+    assert_eq!(attention.tail_queries(40), Some(32));
+    assert_eq!(attention.tail_queries(20), Some(20));
+    let legacy = PruneSchedule {
+        attention: AttentionScoring::LEGACY,
+        ..s
+    };
+    let legacy: Box<dyn Scorer> =
+        build_scorer(&legacy, tiny.model.config(), tiny.model.device(), 0).unwrap();
+    assert_eq!(legacy.tail_queries(40), Some(4));
     assert_eq!(NormScorer.tail_queries(40), None);
 }

@@ -191,13 +191,20 @@ mod tests {
         let cost = ScorerCost {
             kind: ScorerKind::Attention,
             min_tail_ratio: 0.1,
-            attention: AttentionScoring::default(),
+            attention: AttentionScoring::LEGACY,
         };
         let f = prefill_flops(&s, &stats, Some(cost));
         assert_eq!(f.linear, s.layer_linear(10) + s.layer_linear(5));
         assert_eq!(f.attention, 2 * 2 * 4 * (110 + 30));
         // Tail of ceil(0.1·10) = 1 query over 10 keys, scored only at the stage layer.
         assert_eq!(f.scorer, 2 * 2 * 4 * 10);
+        // A window of 32 queries is cut to the 10 tokens present.
+        let windowed = ScorerCost {
+            attention: AttentionScoring::default(),
+            ..cost
+        };
+        let w = prefill_flops(&s, &stats, Some(windowed));
+        assert_eq!(w.scorer, 2 * 2 * 4 * 10 * 10);
         let baseline = prefill_flops(&s, &[layer(10, None), layer(10, None)], None);
         assert!(baseline.model > f.model);
     }

@@ -141,15 +141,28 @@ pub struct AttentionScoring {
     pub carry: f64,
 }
 
+/// The default, chosen on the dev seed by passkey, RULER and agreement (docs/fidelity.md):
+/// the last 32 queries, max over heads, a 15-token max-pool, full carry.
 impl Default for AttentionScoring {
     fn default() -> Self {
         Self {
-            window: 0,
-            heads: HeadReduce::Mean,
-            pool: 1,
-            carry: 0.0,
+            window: 32,
+            heads: HeadReduce::Max,
+            pool: 15,
+            carry: 1.0,
         }
     }
+}
+
+impl AttentionScoring {
+    /// The scorer before the `[attention]` table existed: the whole protected tail, mean over
+    /// heads, no pooling, no carry (LazyLLM-style). Kept for comparison.
+    pub const LEGACY: AttentionScoring = AttentionScoring {
+        window: 0,
+        heads: HeadReduce::Mean,
+        pool: 1,
+        carry: 0.0,
+    };
 }
 
 impl AttentionScoring {
