@@ -145,9 +145,9 @@ pub fn prefill_with_pruning(
             stage.and_then(|_| scorer.tail_queries(tokens_in)),
         )?;
         // Scores that need only the attention are read now, before the MLP is queued: the
-        // device then runs the MLP while the host chooses the kept tokens.
+        // device then runs the MLP while the host refines them and chooses the kept tokens.
         let early_scores = match stage {
-            Some(_) if scorer.reads_only_attention() => Some(scorer.score(&ScoreInput {
+            Some(_) if scorer.reads_only_attention() => Some(scorer.read_scores(&ScoreInput {
                 layer: index,
                 hidden: &attended.hidden,
                 tail_attention: attended.tail_attention.as_ref(),
@@ -161,7 +161,7 @@ pub fn prefill_with_pruning(
         let mut summary = None;
         if let Some(stage) = stage {
             let scores = match early_scores {
-                Some(scores) => scores,
+                Some(raw) => scorer.refine(raw, Some(positions.ids()))?,
                 None => scorer.score(&ScoreInput {
                     layer: index,
                     hidden: &hidden,

@@ -50,8 +50,22 @@ pub trait Scorer {
     /// stages forgets the previous prompt here.
     fn begin_prefill(&mut self, _prompt_len: usize) {}
 
-    /// One score per token (higher = more salient), `n` values.
-    fn score(&mut self, input: &ScoreInput) -> Result<Vec<f32>>;
+    /// What the scores need from the device, one value per token: the part of scoring that
+    /// must wait for the layer.
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>>;
+
+    /// Host-only work on what [`Scorer::read_scores`] returned (pooling, carrying). The
+    /// pruned prefill runs it after queuing the layer's MLP, so the device is not idle
+    /// meanwhile. `positions` are the tokens' original positions, when known.
+    fn refine(&mut self, scores: Vec<f32>, _positions: Option<&[u32]>) -> Result<Vec<f32>> {
+        Ok(scores)
+    }
+
+    /// One score per token (higher = more salient), `n` values: read, then refined.
+    fn score(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
+        let raw = self.read_scores(input)?;
+        self.refine(raw, input.positions)
+    }
 }
 
 /// The training-free default: the attention the prompt's last queries pay to each token,
@@ -93,7 +107,7 @@ impl Scorer for AttentionScorer {
         self.carried.resize(prompt_len, 0.0);
     }
 
-    fn score(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
         let attention = input
             .tail_attention
             .context("attention scorer ran without the layer's tail attention")?;
@@ -106,8 +120,12 @@ impl Scorer for AttentionScorer {
             HeadReduce::Max => per_head.max(0)?,
             HeadReduce::Mean => per_head.mean(0)?,
         };
-        let scores = max_pool(&combined.to_vec1::<f32>()?, self.scoring.pool);
-        let (carry, Some(positions)) = (self.scoring.carry, input.positions) else {
+        Ok(combined.to_vec1::<f32>()?)
+    }
+
+    fn refine(&mut self, scores: Vec<f32>, positions: Option<&[u32]>) -> Result<Vec<f32>> {
+        let scores = max_pool(&scores, self.scoring.pool);
+        let (carry, Some(positions)) = (self.scoring.carry, positions) else {
             return Ok(scores);
         };
         if carry <= 0.0 {
@@ -147,7 +165,7 @@ impl Scorer for NormScorer {
         ScorerKind::Norm
     }
 
-    fn score(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
         let norms = input
             .hidden
             .to_dtype(DType::F32)?
@@ -177,7 +195,7 @@ impl Scorer for RandomScorer {
         ScorerKind::Random
     }
 
-    fn score(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
         let n = input.hidden.dim(1)?;
         Ok((0..n).map(|_| self.rng.random::<f32>()).collect())
     }
@@ -271,7 +289,7 @@ impl Scorer for LearnedScorer {
         ScorerKind::Learned
     }
 
-    fn score(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
         let (fc1, fc2) = self
             .stages
             .get(&input.layer)
