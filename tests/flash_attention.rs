@@ -9,6 +9,16 @@ use candle_core::{DType, Device, Tensor};
 use sdtp::model::attention::{causal_attention, tail_attention};
 use sdtp::model::flash::try_flash_attention;
 
+/// The largest element: the scale tail scores (which span many decades) are compared at.
+fn peak(t: &Tensor) -> f32 {
+    t.flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .unwrap()
@@ -136,13 +146,7 @@ fn fused_tail_attention_matches_the_f32_reference() {
                         );
                     }
                     // Relative to the largest score: the scores themselves span many decades.
-                    let peak = reference
-                        .flatten_all()
-                        .unwrap()
-                        .max(0)
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap();
+                    let peak = peak(&reference);
                     let diff = max_abs_diff(&fused, &reference) / peak;
                     worst = worst.max(diff);
                     assert!(
@@ -227,13 +231,7 @@ fn attention_with_tail_scores_matches_the_f32_reference() {
         let scores = scores.expect("tail scores").to_device(&cpu).unwrap();
         assert!(max_abs_diff(&out, &want_out) < 4e-2, "t={t} n={n}: output");
         assert_eq!(scores.dims(), &[heads, n]);
-        let peak = want_scores
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let peak = peak(&want_scores);
         let diff = max_abs_diff(&scores, &want_scores) / peak;
         assert!(diff < 2e-2, "t={t} n={n}: scores off by {diff} of the peak");
     }
