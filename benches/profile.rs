@@ -77,7 +77,8 @@ fn layer_forward_with_tail_attention(bencher: Bencher, len: usize) {
     });
 }
 
-/// The attention scorer's work alone: mean attention of the last 10% of queries over all keys.
+/// The legacy attention scorer's device work: per-head mean attention of the last 10% of
+/// queries over all keys.
 #[divan::bench(args = LENGTHS, sample_count = 30)]
 fn scorer_attention(bencher: Bencher, len: usize) {
     let cfg = tiny().config();
@@ -98,8 +99,27 @@ fn scorer_attention(bencher: Bencher, len: usize) {
     let tail = mandatory_tail_len(len, 0.1);
     bencher.bench_local(|| {
         tail_attention(&q, &k, tail)
-            .and_then(|t| t.to_vec1::<f32>())
+            .and_then(|t| t.to_vec2::<f32>())
             .expect("tail attention")
+    });
+}
+
+/// The default attention scorer's host work per stage (what runs while the device runs the
+/// MLP): 15-wide max-pool, rank, carry, over `len` tokens of 32 heads.
+#[divan::bench(args = LENGTHS)]
+fn scorer_attention_refine(bencher: Bencher, len: usize) {
+    let preset = PruneSchedule::preset("keep09", 32)
+        .expect("preset")
+        .schedule;
+    let cfg = tiny().config();
+    let mut scorer = build_scorer(&preset, cfg, &Device::Cpu, 0).expect("scorer");
+    scorer.begin_prefill(len);
+    let positions: Vec<u32> = (0..len as u32).collect();
+    let raw: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1009) as f32).collect();
+    bencher.bench_local(|| {
+        scorer
+            .refine(raw.clone(), Some(&positions))
+            .expect("refined")
     });
 }
 
@@ -114,6 +134,7 @@ fn scorer_norm(bencher: Bencher, len: usize) {
                 layer: 1,
                 hidden: &hidden,
                 tail_attention: None,
+                positions: None,
             })
             .expect("scores")
     });

@@ -501,7 +501,7 @@ impl PruneSchedule {
             });
         }
         let attention = &self.attention;
-        if attention.pool == 0 || attention.pool % 2 == 0 {
+        if attention.pool == 0 || attention.pool.is_multiple_of(2) {
             return Err(ScheduleError::AttentionPool {
                 schedule: schedule(),
                 pool: attention.pool,
