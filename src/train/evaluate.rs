@@ -20,7 +20,7 @@ use super::metrics::{argmax, kl_divergence, mean_sd, spearman, top_k_overlap};
 use crate::model::llama::Llama;
 use crate::model::text::TextCodec;
 use crate::prefill::{prefill_with_pruning, PrefillOptions};
-use crate::prune::schedule::{PruneSchedule, ScorerKind};
+use crate::prune::schedule::{AttentionScoring, PruneSchedule, ScorerKind};
 use crate::prune::scorer::{build_scorer, ScoreInput};
 use crate::prune::select::kept_len;
 
@@ -68,7 +68,12 @@ pub fn compare_scorers(
     let device = candle_core::Device::Cpu;
     let mut out = Vec::new();
     for &kind in kinds {
-        let s = with_scorer(schedule, kind, predictor);
+        // The stored attention column is the legacy scorer's (mean over heads of the tail's
+        // attention): score it as that scorer does, not with the default's pooling.
+        let s = PruneSchedule {
+            attention: AttentionScoring::LEGACY,
+            ..with_scorer(schedule, kind, predictor)
+        };
         let mut scorer = build_scorer(&s, model, &device, seed)?;
         for (k, stage) in schedule.stages.iter().enumerate() {
             let (mut rhos, mut tops, mut pruned) = (Vec::new(), Vec::new(), Vec::new());
