@@ -416,26 +416,10 @@ fn too_short_lengths_name_their_minimum() {
     };
     let err = all(40).unwrap_err().to_string();
     assert!(err.starts_with("task niah_single_1 needs"), "{err}");
-    let minimum: usize = err
-        .split("at least ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let minimum = stated_minimum(&err);
     let err = all(minimum).unwrap_err().to_string();
     assert!(err.starts_with("task niah_multikey_3 needs"), "{err}");
-    let uuid_minimum: usize = err
-        .split("at least ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let uuid_minimum = stated_minimum(&err);
     assert_eq!(all(uuid_minimum).unwrap().len(), 20);
     assert!(all(uuid_minimum - 1).is_err());
 }
@@ -462,4 +446,13 @@ fn the_chat_template_wraps_the_body_before_the_answer_prefix() {
     assert!(from
         .trim_start()
         .starts_with("One of the special magic numbers"));
+}
+
+/// The length a "needs a --length of at least N tokens" error names.
+fn stated_minimum(err: &str) -> usize {
+    err.split("at least ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no minimum length in {err:?}"))
 }

@@ -124,13 +124,15 @@ impl Scorer for AttentionScorer {
     }
 
     fn refine(&mut self, scores: Vec<f32>, positions: Option<&[u32]>) -> Result<Vec<f32>> {
-        let scores = max_pool(&scores, self.scoring.pool);
-        let (carry, Some(positions)) = (self.scoring.carry, positions) else {
+        let scores = match self.scoring.pool {
+            0 | 1 => scores,
+            width => max_pool(&scores, width),
+        };
+        let carry = self.scoring.carry as f32;
+        // Without positions there is nothing to carry by.
+        let Some(positions) = positions.filter(|_| carry > 0.0) else {
             return Ok(scores);
         };
-        if carry <= 0.0 {
-            return Ok(scores);
-        }
         if positions.len() != scores.len() {
             bail!(
                 "attention scorer: {} positions for {} tokens",
@@ -138,13 +140,11 @@ impl Scorer for AttentionScorer {
                 scores.len()
             );
         }
-        let carry = carry as f32;
-        if let Some(&last) = positions.iter().max() {
-            if last as usize >= self.carried.len() {
-                self.carried.resize(last as usize + 1, 0.0);
-            }
+        let needed = positions.iter().max().map_or(0, |&p| p as usize + 1);
+        if needed > self.carried.len() {
+            self.carried.resize(needed, 0.0);
         }
-        let ranked: Vec<f32> = rank01(&scores)
+        let ranked = rank01(&scores)
             .into_iter()
             .zip(positions)
             .map(|(rank, &p)| {
