@@ -53,6 +53,15 @@ pub struct ModelArgs {
     /// Seed for sampling, the random scorer and synthetic weights.
     #[arg(long, default_value_t = 299_792_458)]
     pub seed: u64,
+    /// auto, quantized or dequantized. auto: GGUF matrices stay in their block types
+    /// (q4_1, q5_0 and q5_1 run as q8_0 on the CPU, whose kernels for them are scalar);
+    /// safetensors and synthetic models without --quant are dense.
+    #[arg(long, default_value = "auto")]
+    pub weights: String,
+    /// q4_0, q8_0 or q4_k: random quantized weights of that block type for a synthetic:
+    /// model (speed and memory of a quantized 7–8B model without its file).
+    #[arg(long)]
+    pub quant: Option<String>,
 }
 
 /// How the prefill is pruned and where its per-layer log goes.

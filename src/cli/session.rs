@@ -7,7 +7,10 @@ use candle_core::DType;
 
 use super::{ModelArgs, PruneArgs};
 use crate::device::{open_device, resolve_dtype, DTypeRequest, DeviceRequest};
-use crate::model::load::{load_model, read_config, LoadedModel, ModelSource};
+use crate::model::load::{
+    load_model_with, read_config, resolve_weights, LoadOptions, LoadedModel, ModelSource,
+};
+use crate::model::quant::{SyntheticQuant, WeightsRequest};
 use crate::prune::schedule::{PruneSchedule, ScorerKind};
 use crate::prune::scorer::{build_scorer, check_scorer_before_load, Scorer};
 
@@ -27,15 +30,33 @@ impl Session {
             .iter()
             .map(|args| resolve_schedule(args, &config))
             .collect::<Result<Vec<_>>>()?;
+        let mut options = LoadOptions {
+            dtype: DType::F32,
+            seed: model.seed,
+            weights: model.weights.parse::<WeightsRequest>()?,
+            quant: model
+                .quant
+                .as_deref()
+                .map(str::parse::<SyntheticQuant>)
+                .transpose()?,
+        };
+        resolve_weights(&source, &options)?;
+        if let Some(SyntheticQuant(q)) = options.quant {
+            crate::model::quant::check_block_widths(
+                q,
+                &crate::model::load::synthetic_row_widths(&config),
+            )?;
+        }
         let device = open_device(model.device.parse::<DeviceRequest>()?)?;
         let dtype = resolve_dtype(model.dtype.parse::<DTypeRequest>()?, &device)?;
+        options.dtype = dtype;
         if source.is_synthetic() {
             tracing::warn!(
                 "{} has random weights: its timings are real, its text is meaningless",
                 source.display_name()
             );
         }
-        let loaded = load_model(&source, &device, dtype, model.seed)?;
+        let loaded = load_model_with(&source, &device, &options)?;
         Ok((
             Self {
                 loaded,

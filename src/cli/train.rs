@@ -201,7 +201,15 @@ pub fn run_saliency(args: SaliencyArgs) -> Result<()> {
             config.max_position_embeddings
         );
     }
-    let (session, _) = Session::open(&args.model, &[])?;
+    // Saliency differentiates through every matrix; candle's quantized matmul has no backward.
+    let mut model_args = args.model.clone();
+    model_args.weights = match model_args.weights.to_ascii_lowercase().as_str() {
+        "auto" | "dequantized" => "dequantized".to_string(),
+        other => bail!(
+            "sdtp saliency needs gradients through the weights, which quantized matrices do not give; drop --weights {other} (it loads dequantized)"
+        ),
+    };
+    let (session, _) = Session::open(&model_args, &[])?;
     let loaded = &session.loaded;
     let model = &loaded.model;
 

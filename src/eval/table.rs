@@ -27,8 +27,12 @@ fn head<S: AsRef<str>>(columns: &[S]) -> String {
 
 fn caption(run: &RunInfo) -> String {
     format!(
-        "model {} · {} · {} · commit {}\n\n",
-        run.model.name, run.device, run.dtype, run.git_commit
+        "model {} · {} · {} · {} · commit {}\n\n",
+        run.model.name,
+        run.device,
+        run.dtype,
+        run.model.weights_label(),
+        run.git_commit
     )
 }
 

@@ -10,6 +10,8 @@ use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
 use super::attention;
 use super::cache::LayerCache;
 use super::config::ModelConfig;
+use super::proj::Proj;
+use super::quant::{place, QEmbedding, QuantSource};
 use super::rope::RotaryEmbedding;
 
 /// Token positions of the rows of a hidden-state tensor, with their RoPE angles.
@@ -89,35 +91,65 @@ pub struct LayerOutput {
 
 #[derive(Debug, Clone)]
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
+    q_proj: Proj,
+    k_proj: Proj,
+    v_proj: Proj,
+    o_proj: Proj,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
     kernels: Kernels,
 }
 
-fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
-    if bias {
-        candle_nn::linear(in_dim, out_dim, vb)
-    } else {
-        candle_nn::linear_no_bias(in_dim, out_dim, vb)
+/// Where the matrices come from: `vb` for dense weights (and every norm and bias), `quant`
+/// for the matrices a quantized run keeps in block form.
+#[derive(Clone, Copy)]
+pub struct WeightSources<'a> {
+    pub quant: Option<&'a dyn QuantSource>,
+}
+
+impl WeightSources<'_> {
+    /// The matrix `vb`/weight of (out_dim, in_dim) in block form, when the run is quantized
+    /// and the source holds it quantized.
+    fn blocks(
+        &self,
+        vb: &VarBuilder,
+        out_dim: usize,
+        in_dim: usize,
+    ) -> Result<Option<super::quant::HostBlocks>> {
+        match self.quant {
+            Some(q) => q.blocks(&format!("{}.weight", vb.prefix()), out_dim, in_dim),
+            None => Ok(None),
+        }
+    }
+
+    fn proj(&self, in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Proj> {
+        match self.blocks(&vb, out_dim, in_dim)? {
+            Some(blocks) => {
+                let bias = if bias {
+                    Some(vb.get(out_dim, "bias")?)
+                } else {
+                    None
+                };
+                Proj::quantized(place(&blocks, vb.device())?, bias, blocks.dtype)
+            }
+            None if bias => Ok(Proj::Dense(candle_nn::linear(in_dim, out_dim, vb)?)),
+            None => Ok(Proj::Dense(candle_nn::linear_no_bias(in_dim, out_dim, vb)?)),
+        }
     }
 }
 
 impl Attention {
-    fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &ModelConfig, src: WeightSources) -> Result<Self> {
         let (h, d) = (cfg.hidden_size, cfg.head_dim);
         let q_out = cfg.num_attention_heads * d;
         let kv_out = cfg.num_key_value_heads * d;
         let bias = cfg.attention_bias;
         Ok(Self {
-            q_proj: linear(h, q_out, bias, vb.pp("q_proj"))?,
-            k_proj: linear(h, kv_out, bias, vb.pp("k_proj"))?,
-            v_proj: linear(h, kv_out, bias, vb.pp("v_proj"))?,
-            o_proj: linear(q_out, h, false, vb.pp("o_proj"))?,
+            q_proj: src.proj(h, q_out, bias, vb.pp("q_proj"))?,
+            k_proj: src.proj(h, kv_out, bias, vb.pp("k_proj"))?,
+            v_proj: src.proj(h, kv_out, bias, vb.pp("v_proj"))?,
+            o_proj: src.proj(q_out, h, false, vb.pp("o_proj"))?,
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,
             head_dim: d,
@@ -139,7 +171,7 @@ impl Attention {
             // attention kernels read q through its strides, and k and v reach the cache's
             // (b, heads, t, d) layout through one coalesced copy each (candle's generic
             // strided copy of a transposed view runs at a fraction of the bandwidth).
-            let seq_major = |proj: &Linear, n: usize| -> Result<Tensor> {
+            let seq_major = |proj: &Proj, n: usize| -> Result<Tensor> {
                 proj.forward(x)?.reshape((b, t, n, self.head_dim))
             };
             let (cos, sin) = (&positions.cos, &positions.sin);
@@ -151,7 +183,7 @@ impl Attention {
             let v = super::fused::to_heads_major(&seq_major(&self.v_proj, self.num_kv_heads)?)?;
             (q, k, v)
         } else {
-            let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
+            let heads = |proj: &Proj, n: usize| -> Result<Tensor> {
                 proj.forward(x)?
                     .reshape((b, t, n, self.head_dim))?
                     .transpose(1, 2)
@@ -198,29 +230,70 @@ impl Attention {
 
 #[derive(Debug, Clone)]
 struct Mlp {
-    /// gate_proj and up_proj stacked into one (2·intermediate, hidden) weight: one GEMM
-    /// instead of two, each output row holding [gate | up].
-    gate_up: Linear,
-    down_proj: Linear,
+    gate_up: GateUp,
+    down_proj: Proj,
     intermediate: usize,
 }
 
+/// gate_proj and up_proj stacked into one (2·intermediate, hidden) weight: one GEMM instead of
+/// two, each output row holding [gate | up]. Quantized files may store the two in different
+/// block types (llama.cpp's mixed presets); those stay two matrices.
+#[derive(Debug, Clone)]
+enum GateUp {
+    Stacked(Proj),
+    Split { gate: Proj, up: Proj },
+}
+
 impl Mlp {
-    fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &ModelConfig, src: WeightSources) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        let gate = vb.pp("gate_proj").get((i, h), "weight")?;
-        let up = vb.pp("up_proj").get((i, h), "weight")?;
+        let (gate_vb, up_vb) = (vb.pp("gate_proj"), vb.pp("up_proj"));
+        let gate_up = match (src.blocks(&gate_vb, i, h)?, src.blocks(&up_vb, i, h)?) {
+            (Some(gate), Some(up)) if gate.dtype == up.dtype => {
+                let stored = gate.dtype;
+                let stacked = gate.stack(&up)?;
+                GateUp::Stacked(Proj::quantized(
+                    place(&stacked, vb.device())?,
+                    None,
+                    stored,
+                )?)
+            }
+            (None, None) => {
+                let gate = gate_vb.get((i, h), "weight")?;
+                let up = up_vb.get((i, h), "weight")?;
+                GateUp::Stacked(Proj::Dense(Linear::new(
+                    Tensor::cat(&[&gate, &up], 0)?,
+                    None,
+                )))
+            }
+            _ => GateUp::Split {
+                gate: src.proj(h, i, false, gate_vb)?,
+                up: src.proj(h, i, false, up_vb)?,
+            },
+        };
         Ok(Self {
-            gate_up: Linear::new(Tensor::cat(&[&gate, &up], 0)?, None),
-            down_proj: candle_nn::linear_no_bias(i, h, vb.pp("down_proj"))?,
+            gate_up,
+            down_proj: src.proj(i, h, false, vb.pp("down_proj"))?,
             intermediate: i,
         })
     }
 
+    fn projs(&self) -> Vec<&Proj> {
+        match &self.gate_up {
+            GateUp::Stacked(p) => vec![p, &self.down_proj],
+            GateUp::Split { gate, up } => vec![gate, up, &self.down_proj],
+        }
+    }
+
     fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-        let gate_up = self.gate_up.forward(x)?;
-        let i = self.intermediate;
-        let (gate, up) = (gate_up.narrow(2, 0, i)?, gate_up.narrow(2, i, i)?);
+        let (gate, up) = match &self.gate_up {
+            GateUp::Stacked(p) => {
+                let gate_up = p.forward(x)?;
+                let i = self.intermediate;
+                (gate_up.narrow(2, 0, i)?, gate_up.narrow(2, i, i)?)
+            }
+            GateUp::Split { gate, up } => (gate.forward(x)?, up.forward(x)?),
+        };
         self.down_proj
             .forward(&super::fused::silu_mul(&gate, &up, kernels)?)
     }
@@ -237,17 +310,17 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &ModelConfig, src: WeightSources) -> Result<Self> {
         let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
         Ok(Self {
             input_layernorm: candle_nn::rms_norm(h, eps, vb.pp("input_layernorm"))?,
-            self_attn: Attention::load(vb.pp("self_attn"), cfg)?,
+            self_attn: Attention::load(vb.pp("self_attn"), cfg, src)?,
             post_attention_layernorm: candle_nn::rms_norm(
                 h,
                 eps,
                 vb.pp("post_attention_layernorm"),
             )?,
-            mlp: Mlp::load(vb.pp("mlp"), cfg)?,
+            mlp: Mlp::load(vb.pp("mlp"), cfg, src)?,
             kernels: Kernels::Fast,
         })
     }
@@ -306,12 +379,19 @@ impl DecoderLayer {
     }
 }
 
+/// The token embedding: a dense table, or quantized rows expanded as they are looked up.
+#[derive(Debug, Clone)]
+enum Embed {
+    Dense(Embedding),
+    Quantized(QEmbedding),
+}
+
 #[derive(Debug, Clone)]
 pub struct Llama {
-    embed_tokens: Embedding,
+    embed_tokens: Embed,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
-    lm_head: Linear,
+    lm_head: Proj,
     rope: RotaryEmbedding,
     config: ModelConfig,
     dtype: DType,
@@ -320,16 +400,40 @@ pub struct Llama {
 }
 
 impl Llama {
-    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
-        let embed_tokens =
-            candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("model.embed_tokens"))?;
-        let lm_head = if cfg.tie_word_embeddings {
-            Linear::new(embed_tokens.embeddings().clone(), None)
-        } else {
-            candle_nn::linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_head"))?
+    /// Loads the model's weights from `vb`, the matrices from `quant` where one is given.
+    pub fn load(
+        vb: VarBuilder,
+        cfg: &ModelConfig,
+        quant: Option<&dyn QuantSource>,
+    ) -> Result<Self> {
+        let src = WeightSources { quant };
+        let (vocab, hidden) = (cfg.vocab_size, cfg.hidden_size);
+        let embed_vb = vb.pp("model.embed_tokens");
+        let (embed_tokens, tied_head) = match src.blocks(&embed_vb, vocab, hidden)? {
+            Some(table) => {
+                let head = if cfg.tie_word_embeddings {
+                    let stored = table.dtype;
+                    Some(Proj::quantized(place(&table, vb.device())?, None, stored)?)
+                } else {
+                    None
+                };
+                let embed = QEmbedding::new(table, vb.device(), vb.dtype());
+                (Embed::Quantized(embed), head)
+            }
+            None => {
+                let embed = candle_nn::embedding(vocab, hidden, embed_vb)?;
+                let head = cfg
+                    .tie_word_embeddings
+                    .then(|| Proj::Dense(Linear::new(embed.embeddings().clone(), None)));
+                (Embed::Dense(embed), head)
+            }
+        };
+        let lm_head = match tied_head {
+            Some(head) => head,
+            None => src.proj(hidden, vocab, false, vb.pp("lm_head"))?,
         };
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::load(vb.pp(format!("model.layers.{i}")), cfg))
+            .map(|i| DecoderLayer::load(vb.pp(format!("model.layers.{i}")), cfg, src))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             embed_tokens,
@@ -381,8 +485,66 @@ impl Llama {
 
     /// (1, len, hidden) embeddings of `ids`.
     pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
-        let ids = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
-        self.embed_tokens.forward(&ids)
+        match &self.embed_tokens {
+            Embed::Dense(e) => e.forward(&Tensor::new(ids, &self.device)?.unsqueeze(0)?),
+            Embed::Quantized(e) => e.rows(ids)?.unsqueeze(0),
+        }
+    }
+
+    /// Whether any matrix is held in block form (such a model has no backward pass).
+    pub fn has_quantized_weights(&self) -> bool {
+        matches!(self.lm_head, Proj::Quantized { .. })
+            || matches!(self.embed_tokens, Embed::Quantized(_))
+            || self.layers.iter().any(|l| {
+                let a = &l.self_attn;
+                [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
+                    .into_iter()
+                    .chain(l.mlp.projs())
+                    .any(|p| matches!(p, Proj::Quantized { .. }))
+            })
+    }
+
+    /// Bytes the weights take in memory, and how many matrices are held as each kind
+    /// ("f32", "q8_0", "q4_1 as q8_0"; the embedding table counted as one).
+    pub fn weight_footprint(&self) -> (usize, std::collections::BTreeMap<String, usize>) {
+        let tensor_bytes = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let mut kinds = std::collections::BTreeMap::new();
+        let mut bytes = 0;
+        let mut count = |p: &Proj| {
+            bytes += p.size_in_bytes();
+            *kinds.entry(p.kind()).or_insert(0) += 1;
+        };
+        for layer in &self.layers {
+            let a = &layer.self_attn;
+            for p in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj] {
+                count(p);
+            }
+            for p in layer.mlp.projs() {
+                count(p);
+            }
+        }
+        let tied = self.config.tie_word_embeddings;
+        match &self.embed_tokens {
+            Embed::Dense(e) => {
+                // A tied dense head shares the table's storage: count it once.
+                if !tied {
+                    count(&self.lm_head);
+                }
+                bytes += tensor_bytes(e.embeddings());
+                *kinds
+                    .entry(e.embeddings().dtype().as_str().to_string())
+                    .or_insert(0) += 1;
+            }
+            Embed::Quantized(e) => {
+                count(&self.lm_head);
+                bytes += e.size_in_bytes();
+                *kinds.entry(super::quant::type_name(e.dtype())).or_insert(0) += 1;
+            }
+        }
+        // Two norms per layer and the final one, in the run's dtype.
+        let norms = 2 * self.layers.len() + 1;
+        bytes += norms * self.config.hidden_size * self.dtype.size_in_bytes();
+        (bytes, kinds)
     }
 
     pub fn positions(&self, ids: Vec<u32>) -> Result<Positions> {

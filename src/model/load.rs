@@ -10,9 +10,10 @@ use candle_nn::VarBuilder;
 
 use super::config::ModelConfig;
 use super::llama::Llama;
+use super::quant::{check_block_widths, SyntheticQuant, WeightsMode, WeightsRequest};
 use super::text::TextCodec;
 use super::tokenizer::tokenizer_from_gguf;
-use super::weights::{GgufWeights, SyntheticWeights};
+use super::weights::{GgufWeights, SyntheticQuantWeights, SyntheticWeights};
 
 /// File name of the default model inside the sdtp cache.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -174,9 +175,60 @@ pub fn read_config(source: &ModelSource) -> Result<ModelConfig> {
     }
 }
 
+/// How a model is loaded besides where from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadOptions {
+    pub dtype: DType,
+    /// Seed of synthetic weights.
+    pub seed: u64,
+    pub weights: WeightsRequest,
+    /// Block type of a synthetic model's random quantized weights.
+    pub quant: Option<SyntheticQuant>,
+}
+
+impl LoadOptions {
+    /// Every matrix dequantised to `dtype`: the oracle the parity tests compare against.
+    pub fn dequantized(dtype: DType, seed: u64) -> Self {
+        Self {
+            dtype,
+            seed,
+            weights: WeightsRequest::Dequantized,
+            quant: None,
+        }
+    }
+}
+
+/// The weight format `options` ask of `source`, checked against what the source can hold
+/// before any weights load.
+pub fn resolve_weights(source: &ModelSource, options: &LoadOptions) -> Result<WeightsMode> {
+    use WeightsRequest as R;
+    match (source, options.quant, options.weights) {
+        (ModelSource::Synthetic(_), Some(_), R::Auto | R::Quantized) => Ok(WeightsMode::Quantized),
+        (ModelSource::Synthetic(_), Some(_), R::Dequantized) => {
+            bail!("--weights dequantized contradicts --quant; drop one of them")
+        }
+        (_, Some(q), _) => bail!(
+            "--quant {} builds random quantized weights for synthetic: models only; {} has its own weights",
+            super::quant::type_name(q.0),
+            source.display_name()
+        ),
+        (ModelSource::Gguf(_), None, R::Auto | R::Quantized) => Ok(WeightsMode::Quantized),
+        (ModelSource::Synthetic(_), None, R::Quantized) => bail!(
+            "synthetic models have float weights unless --quant q4_0|q8_0|q4_k gives them a block type"
+        ),
+        (ModelSource::Folder(_) | ModelSource::Hub { .. }, None, R::Quantized) => bail!(
+            "--weights quantized needs a .gguf file or a synthetic model with --quant; {} holds float safetensors",
+            source.display_name()
+        ),
+        (_, None, _) => Ok(WeightsMode::Dequantized),
+    }
+}
+
 /// A model ready to run, with everything needed to turn text into ids and back.
 pub struct LoadedModel {
     pub model: Llama,
+    /// How its matrices are held.
+    pub weights: WeightsMode,
     pub codec: TextCodec,
     pub chat_template: Option<String>,
     pub bos_token: String,
@@ -186,29 +238,56 @@ pub struct LoadedModel {
     pub source: ModelSource,
 }
 
-/// Loads `source` onto `device` in `dtype`. Synthetic weights use `seed`.
+/// Loads `source` onto `device` in `dtype` with every matrix dequantised. Synthetic weights
+/// use `seed`.
 pub fn load_model(
     source: &ModelSource,
     device: &Device,
     dtype: DType,
     seed: u64,
 ) -> Result<LoadedModel> {
+    load_model_with(source, device, &LoadOptions::dequantized(dtype, seed))
+}
+
+/// Loads `source` onto `device` as `options` ask.
+pub fn load_model_with(
+    source: &ModelSource,
+    device: &Device,
+    options: &LoadOptions,
+) -> Result<LoadedModel> {
+    let weights = resolve_weights(source, options)?;
+    let dtype = options.dtype;
     match source {
-        ModelSource::Gguf(path) => load_gguf(path, device, dtype, source),
+        ModelSource::Gguf(path) => load_gguf(path, device, dtype, weights, source),
         ModelSource::Folder(dir) | ModelSource::Hub { snapshot: dir, .. } => {
             load_folder(dir, device, dtype, source)
         }
         ModelSource::Synthetic(preset) => {
             let config = ModelConfig::synthetic(preset)?;
             let vb = VarBuilder::from_backend(
-                Box::new(SyntheticWeights::new(seed)),
+                Box::new(SyntheticWeights::new(options.seed)),
                 dtype,
                 device.clone(),
             );
-            let model = Llama::load(vb, &config)
-                .with_context(|| format!("cannot build synthetic:{preset}"))?;
+            let quant = match options.quant {
+                Some(SyntheticQuant(q)) => {
+                    check_block_widths(q, &synthetic_row_widths(&config))?;
+                    Some(SyntheticQuantWeights {
+                        seed: options.seed,
+                        dtype: q,
+                    })
+                }
+                None => None,
+            };
+            let model = Llama::load(
+                vb,
+                &config,
+                quant.as_ref().map(|q| q as &dyn super::quant::QuantSource),
+            )
+            .with_context(|| format!("cannot build synthetic:{preset}"))?;
             Ok(LoadedModel {
                 model,
+                weights,
                 codec: TextCodec::Bytes,
                 chat_template: None,
                 bos_token: String::new(),
@@ -228,10 +307,20 @@ pub fn read_gguf_content(path: &Path) -> Result<gguf_file::Content> {
         .map_err(|e| anyhow::anyhow!("{} is not a readable GGUF file: {e}", path.display()))
 }
 
+/// Row lengths (input widths) of a model's matrices, which a block type must divide.
+pub fn synthetic_row_widths(config: &ModelConfig) -> Vec<usize> {
+    vec![
+        config.hidden_size,
+        config.intermediate_size,
+        config.num_attention_heads * config.head_dim,
+    ]
+}
+
 fn load_gguf(
     path: &Path,
     device: &Device,
     dtype: DType,
+    weights_mode: WeightsMode,
     source: &ModelSource,
 ) -> Result<LoadedModel> {
     let content = read_gguf_content(path)?;
@@ -246,11 +335,14 @@ fn load_gguf(
     let bos_token = token_text(tokenizer.bos_token_id);
     let eos_token = token_text(tokenizer.eos_token_id);
     let weights = GgufWeights::new(path, content, &config)?;
-    let vb = VarBuilder::from_backend(Box::new(weights), dtype, device.clone());
-    let model = Llama::load(vb, &config)
+    let vb = VarBuilder::from_backend(Box::new(weights.clone()), dtype, device.clone());
+    let quant = (weights_mode == WeightsMode::Quantized)
+        .then_some(&weights as &dyn super::quant::QuantSource);
+    let model = Llama::load(vb, &config, quant)
         .map_err(|e| anyhow::anyhow!("cannot load weights from {}: {e}", path.display()))?;
     Ok(LoadedModel {
         model,
+        weights: weights_mode,
         chat_template: tokenizer.chat_template,
         bos_token,
         eos_token,
@@ -276,7 +368,7 @@ fn load_folder(
     // file changed underneath a running process is outside what we can defend against.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weight_files, dtype, device) }
         .map_err(|e| anyhow::anyhow!("cannot read safetensors in {}: {e}", dir.display()))?;
-    let model = Llama::load(vb, &config)
+    let model = Llama::load(vb, &config, None)
         .map_err(|e| anyhow::anyhow!("cannot load weights from {}: {e}", dir.display()))?;
     let special = |key: &str| -> String {
         match tokenizer_config.get(key) {
@@ -298,6 +390,7 @@ fn load_folder(
     }
     Ok(LoadedModel {
         model,
+        weights: WeightsMode::Dequantized,
         codec: TextCodec::Tokenizer(Box::new(tokenizer)),
         chat_template: tokenizer_config
             .get("chat_template")

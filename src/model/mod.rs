@@ -12,6 +12,8 @@ pub mod flash;
 pub mod fused;
 pub mod llama;
 pub mod load;
+pub mod proj;
+pub mod quant;
 pub mod rope;
 pub mod text;
 pub mod tokenizer;

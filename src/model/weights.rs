@@ -1,24 +1,28 @@
-//! Weight sources behind candle's `VarBuilder`, all answering to HF tensor names:
-//! GGUF files (dequantised, llama.cpp's Q/K row order undone) and synthetic random weights.
-//! Safetensors folders use candle's own mmaped backend.
+//! Weight sources, all answering to HF tensor names: GGUF files (dequantised behind candle's
+//! `VarBuilder`, or as blocks for quantized runs; llama.cpp's Q/K row order undone either way)
+//! and synthetic random weights (floats, or blocks of a `--quant` type). Safetensors folders
+//! use candle's own mmaped backend.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use candle_core::quantized::gguf_file;
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 
 use super::config::ModelConfig;
+use super::quant::{is_block_type, random_blocks, rope_source_row, HostBlocks, QuantSource};
 
-/// Tensors of a llama-architecture GGUF file, served under HF names.
+/// Tensors of a llama-architecture GGUF file, served under HF names. Cheap to clone: clones
+/// share the open file and the parsed header.
+#[derive(Clone)]
 pub struct GgufWeights {
     path: PathBuf,
-    file: Mutex<File>,
-    content: gguf_file::Content,
+    file: Arc<Mutex<File>>,
+    content: Arc<gguf_file::Content>,
     num_heads: usize,
     num_kv_heads: usize,
 }
@@ -32,8 +36,8 @@ impl GgufWeights {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         Ok(Self {
             path: path.to_path_buf(),
-            file: Mutex::new(file),
-            content,
+            file: Arc::new(Mutex::new(file)),
+            content: Arc::new(content),
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,
         })
@@ -55,8 +59,8 @@ impl GgufWeights {
         names
     }
 
-    /// The tensor `hf_name` dequantised to f32 on `device`, in HF row order.
-    pub fn tensor(&self, hf_name: &str, device: &Device) -> Result<Tensor> {
+    /// The tensor `hf_name` as stored, read onto `device` (llama.cpp's row order).
+    fn read(&self, hf_name: &str, device: &Device) -> Result<QTensor> {
         let gguf_name = hf_to_gguf_name(hf_name).ok_or_else(|| {
             candle_core::Error::Msg(format!("no GGUF tensor corresponds to {hf_name}"))
         })?;
@@ -74,7 +78,12 @@ impl GgufWeights {
                     ))
                 })?
         };
-        let tensor = qtensor.dequantize(device)?;
+        Ok(qtensor)
+    }
+
+    /// The tensor `hf_name` dequantised to f32 on `device`, in HF row order.
+    pub fn tensor(&self, hf_name: &str, device: &Device) -> Result<Tensor> {
+        let tensor = self.read(hf_name, device)?.dequantize(device)?;
         if hf_name.ends_with("q_proj.weight") {
             unpermute_rope_rows(&tensor, self.num_heads)
         } else if hf_name.ends_with("k_proj.weight") {
@@ -94,6 +103,33 @@ fn unpermute_rope_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
     w.reshape((heads, head_dim / 2, 2, cols))?
         .transpose(1, 2)?
         .reshape((rows, cols))
+}
+
+impl QuantSource for GgufWeights {
+    fn blocks(&self, hf_name: &str, rows: usize, cols: usize) -> Result<Option<HostBlocks>> {
+        let q = self.read(hf_name, &Device::Cpu)?;
+        if !is_block_type(q.dtype()) {
+            return Ok(None);
+        }
+        let blocks = HostBlocks::of(&q)?;
+        if (blocks.rows, blocks.cols) != (rows, cols) {
+            candle_core::bail!(
+                "tensor {hf_name} in {} has shape ({}, {}) but the model config implies ({rows}, {cols})",
+                self.path.display(),
+                blocks.rows,
+                blocks.cols
+            );
+        }
+        let heads = if hf_name.ends_with("q_proj.weight") {
+            self.num_heads
+        } else if hf_name.ends_with("k_proj.weight") {
+            self.num_kv_heads
+        } else {
+            return Ok(Some(blocks));
+        };
+        let head_dim = rows / heads;
+        Ok(Some(blocks.permute_rows(|i| rope_source_row(i, head_dim))))
+    }
 }
 
 impl SimpleBackend for GgufWeights {
@@ -220,6 +256,19 @@ impl SimpleBackend for SyntheticWeights {
 
     fn contains_tensor(&self, _: &str) -> bool {
         true
+    }
+}
+
+/// Random blocks of one type for every matrix of a synthetic model (norms and biases stay
+/// with [`SyntheticWeights`]): the `--quant` shapes that measure quantized speed and memory.
+pub struct SyntheticQuantWeights {
+    pub seed: u64,
+    pub dtype: GgmlDType,
+}
+
+impl QuantSource for SyntheticQuantWeights {
+    fn blocks(&self, hf_name: &str, rows: usize, cols: usize) -> Result<Option<HostBlocks>> {
+        random_blocks(self.dtype, rows, cols, 0.02, self.seed ^ fxhash(hf_name)).map(Some)
     }
 }
 

@@ -99,12 +99,23 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     /// Longest prompt + generation the model accepts.
     pub context_length: usize,
+    /// "quantized" or "dequantized" (`--weights`).
+    #[serde(default)]
+    pub weights: String,
+    /// How many matrices are held as each kind: "f32", "q8_0", "q4_1 as q8_0" (widened at
+    /// load for faster kernels), the embedding table counted as one.
+    #[serde(default)]
+    pub weight_kinds: std::collections::BTreeMap<String, usize>,
+    /// Bytes the weights take in memory.
+    #[serde(default)]
+    pub weight_bytes: u64,
 }
 
 impl ModelInfo {
     /// The model block of a report (profile and eval alike) for a loaded model.
     pub fn of(loaded: &LoadedModel) -> Self {
         let cfg = loaded.model.config();
+        let (weight_bytes, weight_kinds) = loaded.model.weight_footprint();
         Self {
             name: loaded.source.display_name(),
             synthetic: loaded.source.is_synthetic(),
@@ -117,7 +128,25 @@ impl ModelInfo {
             head_dim: cfg.head_dim,
             vocab_size: cfg.vocab_size,
             context_length: cfg.max_position_embeddings,
+            weights: loaded.weights.as_str().to_string(),
+            weight_kinds,
+            weight_bytes: weight_bytes as u64,
         }
+    }
+
+    /// "q4_1 as q8_0 weights (210 matrices), 97.4 MB" for a report's header line.
+    pub fn weights_label(&self) -> String {
+        let kinds = self
+            .weight_kinds
+            .iter()
+            .map(|(kind, n)| format!("{kind} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "{} weights [{kinds}] {:.1} MB",
+            self.weights,
+            self.weight_bytes as f64 / 1e6
+        )
     }
 }
 
@@ -367,6 +396,7 @@ impl ProfileReport {
                 opt(sp.and_then(|x| x.total)),
                 csv_escape(&self.run.model.name),
                 csv_escape(&self.run.dtype),
+                csv_escape(&self.run.model.weights),
                 csv_escape(&self.run.device),
                 csv_escape(&self.run.git_commit),
                 csv_escape(&self.run.date),
@@ -382,7 +412,7 @@ impl ProfileReport {
 pub const BASELINE: &str = "baseline";
 
 /// Columns of [`ProfileReport::to_csv`].
-pub const CSV_COLUMNS: [&str; 34] = [
+pub const CSV_COLUMNS: [&str; 35] = [
     "length",
     "mode",
     "schedule",
@@ -414,6 +444,7 @@ pub const CSV_COLUMNS: [&str; 34] = [
     "speedup_total",
     "model",
     "dtype",
+    "weights",
     "device",
     "git_commit",
     "date",

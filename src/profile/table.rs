@@ -22,11 +22,12 @@ pub enum Format {
 pub fn title(report: &ProfileReport) -> String {
     let s = &report.settings;
     let mut line = format!(
-        "sdtp profile {} · {} · {} · {} · {} repeat{} (+{} warm-up) · ",
+        "sdtp profile {} · {} · {} · {} · {} · {} repeat{} (+{} warm-up) · ",
         report.run.command,
         report.run.model.name,
         report.run.device,
         report.run.dtype,
+        report.run.model.weights_label(),
         s.repeats,
         if s.repeats == 1 { "" } else { "s" },
         s.warmup,

@@ -110,6 +110,11 @@ fn sequence_loss(
     tail_queries: Option<usize>,
     mut at_stage: impl FnMut(usize, Tensor, Option<Tensor>) -> Result<Tensor>,
 ) -> Result<Tensor> {
+    if model.has_quantized_weights() {
+        anyhow::bail!(
+            "saliency needs gradients through the weights, which quantized matrices do not give; load the model with --weights dequantized"
+        );
+    }
     let model = model.clone().with_kernels(Kernels::Differentiable);
     let len = ids.len();
     let mut hidden = model.embed(ids)?;

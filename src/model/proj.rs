@@ -1,0 +1,111 @@
+//! A linear projection whose weight is either a dense tensor or quantized blocks, behind one
+//! `forward`: the layer code does not know which it holds.
+
+use candle_core::quantized::{GgmlDType, QMatMul};
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::Linear;
+
+use super::quant::type_name;
+
+#[derive(Debug, Clone)]
+pub enum Proj {
+    Dense(Linear),
+    Quantized {
+        matmul: QMatMul,
+        bias: Option<Tensor>,
+        /// The type the file stored, where it differs from the one multiplied
+        /// (see `quant::runtime_type`).
+        stored: GgmlDType,
+        /// Bytes the blocks take on the device.
+        bytes: usize,
+        /// Whether candle has a tiled kernel for it (`quant::Placed::tiled`).
+        tiled: bool,
+    },
+}
+
+/// Input rows from which a CPU matmul without a tiled kernel runs faster on the expanded
+/// matrix than as one dot product per (row, output) pair: measured on the 2-core development
+/// machine, q8_0 576→1536 at 32 rows 2.5 ms either way, 128 rows 9.4 ms quantized against
+/// 4.4 ms expanded (docs/benchmarks.md). The expansion is transient: one matrix at a time.
+pub const CPU_EXPAND_FROM_ROWS: usize = 32;
+
+impl Proj {
+    pub fn quantized(
+        placed: super::quant::Placed,
+        bias: Option<Tensor>,
+        stored: GgmlDType,
+    ) -> Result<Self> {
+        let bytes = placed.q.storage_size_in_bytes();
+        Ok(Self::Quantized {
+            matmul: QMatMul::from_qtensor(placed.q)?,
+            bias,
+            stored,
+            bytes,
+            tiled: placed.tiled,
+        })
+    }
+
+    /// Bytes of the weight (and bias) in memory.
+    pub fn size_in_bytes(&self) -> usize {
+        let tensor_bytes = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        match self {
+            Self::Dense(l) => tensor_bytes(l.weight()) + l.bias().map_or(0, tensor_bytes),
+            Self::Quantized { bytes, bias, .. } => bytes + bias.as_ref().map_or(0, tensor_bytes),
+        }
+    }
+
+    /// What the weight is held as: "f32", "q8_0", or "q4_1 as q8_0" when widened at load.
+    pub fn kind(&self) -> String {
+        match self {
+            Self::Dense(l) => l.weight().dtype().as_str().to_string(),
+            Self::Quantized {
+                matmul: QMatMul::QTensor(q),
+                stored,
+                ..
+            } if q.dtype() != *stored => {
+                format!("{} as {}", type_name(*stored), type_name(q.dtype()))
+            }
+            Self::Quantized { stored, .. } => type_name(*stored),
+        }
+    }
+}
+
+impl Module for Proj {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(l) => l.forward(x),
+            Self::Quantized {
+                matmul,
+                bias,
+                tiled,
+                ..
+            } => {
+                let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
+                let y = match matmul {
+                    QMatMul::QTensor(q)
+                        if x.device().is_cpu() && !tiled && rows >= CPU_EXPAND_FROM_ROWS =>
+                    {
+                        let w = q.dequantize(x.device())?.to_dtype(x.dtype())?;
+                        x.broadcast_matmul(&w.t()?)?
+                    }
+                    _ => {
+                        // candle's quantized matmul wants a contiguous input; its kernels
+                        // take f32/f16/bf16, so only f64 needs a detour.
+                        let x = x.contiguous()?;
+                        if x.dtype() == DType::F64 {
+                            matmul
+                                .forward(&x.to_dtype(DType::F32)?)?
+                                .to_dtype(DType::F64)?
+                        } else {
+                            matmul.forward(&x)?
+                        }
+                    }
+                };
+                match bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                }
+            }
+        }
+    }
+}
