@@ -11,6 +11,7 @@
 #   RULER_NEW_TOKENS []  cap on generated tokens (empty: RULER's per-task numbers)
 #   AGREEMENT_CONTINUATION [32]   greedy tokens compared per agreement prompt
 #   STEPS [passkey,ruler,agreement]   which parts to run
+#   WEIGHTS [auto]       --weights: auto (the GGUF's blocks), quantized or dequantized
 # cuDNN is taken from PyTorch's pip package when the loader does not find libcudnn.so.9.
 set -uo pipefail
 bin=${1:?BIN_DIR}; model=${2:?MODEL}; out=${3:?OUT_DIR}
@@ -20,7 +21,7 @@ export LD_LIBRARY_PATH=/usr/local/cuda/lib64${cudnn_dir:+:$cudnn_dir}${LD_LIBRAR
 seed=${SEED:-7}; steps=${STEPS:-passkey,ruler,agreement}
 contenders=(--schedule "${SCHEDULES:-keep09,keep08,keep07}")
 [ -n "${SCORERS:-}" ] && contenders+=(--scorer "$SCORERS")
-common=(--model "$model" --device cuda --dtype bf16 --seed "$seed" --quiet)
+common=(--model "$model" --device cuda --dtype bf16 --weights "${WEIGHTS:-auto}" --seed "$seed" --quiet)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 run() { # name, then the sdtp arguments
   local name=$1; shift

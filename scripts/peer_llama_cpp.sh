@@ -36,8 +36,8 @@ Options:
   --decode-depth D     prompt length the decode row is measured after (default: 1024;
                        sdtp also runs length D when it is not among --lengths)
   --repeats R          measured repetitions per test, both tools (default: 3)
-  --sdtp PATH          sdtp binary (default: ./target/release/sdtp)
-  --out DIR            output folder (default: results/peer_llama_cpp)
+  --sdtp PATH          sdtp binary (default: target/release/sdtp of this repository)
+  --out DIR            output folder (default: results/peer_llama_cpp of this repository)
   --requant TYPE       first requantize the model with llama-quantize --allow-requantize to
                        \$SDTP_CACHE/models/<stem>.<TYPE>.gguf (e.g. q8_0) and benchmark that file
   --build-jobs N       parallel jobs for the llama.cpp build (default: 2; runs under nice -n 10)
@@ -57,6 +57,10 @@ is_pos_int() { [[ $1 =~ ^[0-9]+$ ]] && (( 10#$1 > 0 )); }
 # Prints the last lines of a log to stderr, then fails with one line.
 die_log() {
     local what=$1 logfile=$2
+    # Logs of the temporary output folder would vanish with it: keep a copy in the cache.
+    if [[ -n ${WORK:-} && $logfile == "$WORK"/* && -f $logfile ]]; then
+        mkdir -p "$LDIR/logs" && cp "$logfile" "$LDIR/logs/" && logfile=$LDIR/logs/$(basename "$logfile")
+    fi
     if [[ -s $logfile ]]; then
         printf -- '--- last lines of %s ---\n' "$logfile" >&2
         tail -n 15 "$logfile" >&2 || true
@@ -72,8 +76,8 @@ LENGTHS=1024,4096
 NEW_TOKENS=64
 DECODE_DEPTH=1024
 REPEATS=3
-SDTP=./target/release/sdtp
-OUT=results/peer_llama_cpp
+SDTP=$REPO_ROOT/target/release/sdtp
+OUT=$REPO_ROOT/results/peer_llama_cpp
 REQUANT=
 BUILD_JOBS=2
 SKIP_SDTP=0
@@ -110,6 +114,11 @@ IFS=, read -r -a LENGTH_LIST <<<"$LENGTHS"
 for l in "${LENGTH_LIST[@]}"; do
     is_pos_int "$l" || bad_arg "--lengths: '$l' is not a positive integer"
 done
+LENGTH_LIST=("${LENGTH_LIST[@]/#/10#}")  # no octal: 0100 is 100
+for i in "${!LENGTH_LIST[@]}"; do LENGTH_LIST[i]=$(( LENGTH_LIST[i] )); done
+LENGTHS=$(IFS=,; echo "${LENGTH_LIST[*]}")
+THREADS=$((10#$THREADS)); NEW_TOKENS=$((10#$NEW_TOKENS)); DECODE_DEPTH=$((10#$DECODE_DEPTH))
+REPEATS=$((10#$REPEATS)); BUILD_JOBS=$((10#$BUILD_JOBS))
 [[ $(printf '%s\n' "${LENGTH_LIST[@]}" | sort -n | uniq -d) == "" ]] || bad_arg "--lengths has a repeated length"
 [[ -f $MODEL && -r $MODEL ]] || bad_arg "--model: no readable file '$MODEL' (scripts/fetch_model.sh fetches the default)"
 [[ $MODEL == *.gguf ]] || bad_arg "--model must be a .gguf file, not '$MODEL'"
@@ -122,6 +131,8 @@ fi
 [[ -n $OUT && $OUT != / ]] || bad_arg "--out must name a folder"
 [[ ! -e $OUT || -d $OUT ]] || bad_arg "--out: '$OUT' exists and is not a folder"
 command -v python3 >/dev/null || die "python3 not found"
+LONGEST=$(printf '%s\n' "${LENGTH_LIST[@]}" "$DECODE_DEPTH" | sort -n | tail -n1)
+python3 "$SCRIPT_DIR/peer_llama_cpp.py" check-context "$MODEL" "$LONGEST" "$NEW_TOKENS" >/dev/null || exit 2
 
 MODEL=$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")
 if [[ $SKIP_SDTP == 0 ]]; then
@@ -141,9 +152,10 @@ mark_done() { date -u +%FT%TZ >"$STAMPS/$1.done"; }
 # Temporary output folder next to --out, moved into place at the end; removed on any exit.
 mkdir -p "$(dirname "$OUT")" || die "cannot create the parent of $OUT"
 WORK=$(mktemp -d "${OUT%/}.tmp.XXXXXX") || die "cannot create a temporary folder next to $OUT"
-cleanup() { rm -rf "$WORK"; }
+TMP_MODEL=
+cleanup() { rm -rf "$WORK"; [[ -z $TMP_MODEL ]] || rm -f "$TMP_MODEL"; }
 trap cleanup EXIT
-trap 'die "interrupted"' INT TERM
+trap 'printf "%s: error: interrupted\n" "$PROG" >&2; exit 130' INT TERM
 
 # ---------------------------------------------------------------- 1. sdist from PyPI
 SDIST_DIR=$LDIR/sdist
@@ -246,7 +258,7 @@ BENCH_MODEL=$MODEL
 if [[ -n $REQUANT ]]; then
     QUANT_HELP=$("$QUANT_BIN" --help 2>&1 || true)
     grep -qiE "^[[:space:]]*[0-9]+[[:space:]]+or[[:space:]]+${REQUANT}[[:space:]]*:" <<<"$QUANT_HELP" \
-        || bad_arg "--requant: llama-quantize does not know the type '$REQUANT' (see $QUANT_BIN --help)"
+        || bad_arg "--requant: llama-quantize does not know the type '$REQUANT' (its list: $QUANT_BIN --help)"
     stem=$(basename "$MODEL" .gguf)
     BENCH_MODEL=$CACHE/models/$stem.$REQUANT.gguf
     if [[ -f $BENCH_MODEL ]]; then
@@ -254,20 +266,63 @@ if [[ -n $REQUANT ]]; then
     else
         log "requant: $(basename "$MODEL") -> $(basename "$BENCH_MODEL") ($REQUANT)"
         mkdir -p "$CACHE/models"
-        tmp_model="$BENCH_MODEL.tmp.$$.gguf"
-        "$QUANT_BIN" --allow-requantize "$MODEL" "$tmp_model" "$REQUANT" "$THREADS" \
-            >"$LDIR/quantize.log" 2>&1 || { rm -f "$tmp_model"; die_log "llama-quantize to $REQUANT" "$LDIR/quantize.log"; }
-        mv "$tmp_model" "$BENCH_MODEL"
+        TMP_MODEL="$BENCH_MODEL.tmp.$$.gguf"
+        "$QUANT_BIN" --allow-requantize "$MODEL" "$TMP_MODEL" "$REQUANT" "$THREADS" \
+            >"$LDIR/quantize.log" 2>&1 || die_log "llama-quantize to $REQUANT" "$LDIR/quantize.log"
+        mv "$TMP_MODEL" "$BENCH_MODEL"
+        TMP_MODEL=
     fi
 fi
 
 # ---------------------------------------------------------------- 6. llama-bench
+# Share of all CPUs busy over the next 2 s (from /proc/stat; empty where it cannot be read):
+# other work on the machine skews both tools, llama.cpp's spinning threads most.
+cpu_busy_percent() {
+    local a b
+    a=$(awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat 2>/dev/null) || return 0
+    sleep 2
+    b=$(awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat 2>/dev/null) || return 0
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); t = (y[1]-x[1]) + (y[2]-x[2]);
+        if (t > 0) printf "%.0f\n", 100 * (y[1]-x[1]) / t }'
+}
+check_idle() { # $1: what is about to run; sets BUSY_<$2>
+    local busy
+    busy=$(cpu_busy_percent)
+    printf -v "BUSY_$2" '%s' "$busy"
+    if [[ -n $busy ]] && (( busy > 15 )); then
+        log "WARNING: ${busy}% of the CPUs are busy with other work before $1: timings will be noisy"
+    fi
+}
+# CPU time the whole machine spent busy, CPU time this script's finished children used (both
+# in clock ticks), and the wall clock: two snapshots give the share of the CPUs that other work
+# took while a tool ran (steal time counts as other work).
+cpu_snapshot() {
+    local machine children
+    machine=$(awk '/^cpu /{ print $2+$3+$4+$7+$8+$9 }' /proc/stat 2>/dev/null) || return 0
+    children=$(sed 's/.*) //' "/proc/$$/stat" 2>/dev/null | awk '{ print $14+$15 }') || return 0
+    printf '%s %s %s\n' "$machine" "$children" "$(date +%s.%N)"
+}
+other_percent() { # $1, $2: snapshots before and after
+    [[ -n $1 && -n $2 ]] || return 0
+    awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" -v n="$(nproc)" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); wall = y[3] - x[3];
+        if (wall <= 0) exit;
+        other = ((y[1] - x[1]) - (y[2] - x[2])) / hz;
+        if (other < 0) other = 0;
+        printf "%.0f\n", 100 * other / (wall * n) }'
+}
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "")
+BUSY_LLAMA= BUSY_SDTP= OTHER_LLAMA= OTHER_SDTP=
 PROGRESS_FLAG=()
 [[ $BENCH_HELP == *"--progress"* ]] && PROGRESS_FLAG=(--progress)
 DEPTH_MODE=n-depth
 if [[ $BENCH_HELP != *"--n-depth"* ]]; then
-    DEPTH_MODE=none
-    log "WARNING: this llama-bench has no --n-depth: decode is measured on an empty context (depth 0)"
+    # Older llama-bench: -pg D,N times a D-token prompt plus N decoded tokens; a pp<D> test in
+    # the same run is subtracted from it (peer_llama_cpp.py) to give the decode time.
+    DEPTH_MODE=pg
+    [[ $BENCH_HELP == *"-pg"* ]] || DEPTH_MODE=none
+    log "WARNING: this llama-bench has no --n-depth: decode after $DECODE_DEPTH tokens is measured as" \
+        "$([[ $DEPTH_MODE == pg ]] && echo "-pg $DECODE_DEPTH,$NEW_TOKENS minus pp$DECODE_DEPTH" || echo "tg on an empty context")"
 fi
 # Stdin (a tool's stderr) goes whole to the log $1 and, its progress lines only, to stderr.
 show_progress() {
@@ -281,24 +336,33 @@ if [[ $SKIP_LLAMA == 1 ]]; then
     reuse_or_missing llama_bench_pp.json
     reuse_or_missing llama_bench_tg.json
 else
-    log "llama-bench: prefill pp{$LENGTHS}, $THREADS threads, $REPEATS repeats, $(basename "$BENCH_MODEL")"
+    check_idle llama-bench LLAMA
+    snap=$(cpu_snapshot)
+    log "llama-bench: prefill pp{$LENGTHS}, $THREADS threads, -r $REPEATS, $(basename "$BENCH_MODEL")"
     "$BENCH_BIN" -m "$BENCH_MODEL" -t "$THREADS" -p "$LENGTHS" -n 0 -r "$REPEATS" -o json \
         "${PROGRESS_FLAG[@]}" 2>&1 >"$WORK/llama_bench_pp.json" | show_progress "$WORK/llama_bench_pp.log" \
         || die_log "llama-bench prefill run" "$WORK/llama_bench_pp.log"
-    if [[ $DEPTH_MODE == n-depth ]]; then
-        log "llama-bench: decode tg$NEW_TOKENS at depth $DECODE_DEPTH"
-        depth_args=(-d "$DECODE_DEPTH")
-    else
-        log "llama-bench: decode tg$NEW_TOKENS (depth 0: no --n-depth in this version)"
-        depth_args=()
-    fi
-    "$BENCH_BIN" -m "$BENCH_MODEL" -t "$THREADS" -p 0 -n "$NEW_TOKENS" "${depth_args[@]}" -r "$REPEATS" -o json \
+    case $DEPTH_MODE in
+        n-depth)
+            log "llama-bench: decode tg$NEW_TOKENS at depth $DECODE_DEPTH"
+            tg_args=(-p 0 -n "$NEW_TOKENS" -d "$DECODE_DEPTH") ;;
+        pg)
+            log "llama-bench: decode as pg$DECODE_DEPTH,$NEW_TOKENS - pp$DECODE_DEPTH (no --n-depth in this version)"
+            tg_args=(-p "$DECODE_DEPTH" -n 0 -pg "$DECODE_DEPTH,$NEW_TOKENS") ;;
+        *)
+            log "llama-bench: decode tg$NEW_TOKENS on an empty context (neither --n-depth nor -pg in this version)"
+            tg_args=(-p 0 -n "$NEW_TOKENS") ;;
+    esac
+    "$BENCH_BIN" -m "$BENCH_MODEL" -t "$THREADS" "${tg_args[@]}" -r "$REPEATS" -o json \
         "${PROGRESS_FLAG[@]}" 2>&1 >"$WORK/llama_bench_tg.json" | show_progress "$WORK/llama_bench_tg.log" \
         || die_log "llama-bench decode run" "$WORK/llama_bench_tg.log"
     for f in llama_bench_pp.json llama_bench_tg.json; do
         python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert isinstance(d,list) and d' "$WORK/$f" 2>/dev/null \
             || die_log "llama-bench (its $f is not a non-empty JSON list)" "$WORK/${f%.json}.log"
     done
+    OTHER_LLAMA=$(other_percent "$snap" "$(cpu_snapshot)")
+    [[ -z $OTHER_LLAMA ]] || (( OTHER_LLAMA <= 10 )) \
+        || log "WARNING: other work took ${OTHER_LLAMA}% of the CPUs while llama-bench ran: its timings are noisy"
 fi
 
 # ---------------------------------------------------------------- 7. sdtp
@@ -306,6 +370,8 @@ if [[ $SKIP_SDTP == 1 ]]; then
     log "sdtp: skipped (--skip-sdtp)"
     reuse_or_missing sdtp.json
 else
+    check_idle sdtp SDTP
+    snap=$(cpu_snapshot)
     log "sdtp: profile end2end --length $SDTP_LENGTHS, baseline and keep09, RAYON_NUM_THREADS=$THREADS"
     (cd "$REPO_ROOT" && RAYON_NUM_THREADS=$THREADS "$SDTP" profile end2end \
         --model "$BENCH_MODEL" --device cpu --length "$SDTP_LENGTHS" --new-tokens "$NEW_TOKENS" \
@@ -313,6 +379,9 @@ else
         2>&1 >"$WORK/sdtp.txt") | tee "$WORK/sdtp.log" >&2 \
         || die_log "sdtp profile end2end" "$WORK/sdtp.log"
     [[ -s $WORK/sdtp.json ]] || die "sdtp wrote no $WORK/sdtp.json"
+    OTHER_SDTP=$(other_percent "$snap" "$(cpu_snapshot)")
+    [[ -z $OTHER_SDTP ]] || (( OTHER_SDTP <= 10 )) \
+        || log "WARNING: other work took ${OTHER_SDTP}% of the CPUs while sdtp ran: its timings are noisy"
 fi
 
 # ---------------------------------------------------------------- 8. the comparison
@@ -326,6 +395,8 @@ python3 "$SCRIPT_DIR/peer_llama_cpp.py" \
     --llama-cpp-python "$LLAMA_CPP_PYTHON_VERSION" --llama-commit "$LLAMA_COMMIT" \
     --sdist-sha256 "$(cat "$SDIST.sha256" 2>/dev/null || echo unknown)" \
     --build-seconds "$BUILD_SECONDS" --sdtp-head "$SDTP_HEAD" --llama-bench-version "$BENCH_VERSION" \
+    --load-start "$LOAD_START" --busy-before-llama "$BUSY_LLAMA" --busy-before-sdtp "$BUSY_SDTP" \
+    --other-during-llama "$OTHER_LLAMA" --other-during-sdtp "$OTHER_SDTP" \
     || die "building the comparison table (scripts/peer_llama_cpp.py)"
 
 # ---------------------------------------------------------------- 9. publish

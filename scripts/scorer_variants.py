@@ -4,9 +4,10 @@ comma list of contenders to pass to `sdtp eval ... --schedule`.
 
 Every variant has a preset's stages (configs/keepNN.toml: after layers 4, 7, ..., 25) and one
 scorer setting. Usage:
-    scripts/scorer_variants.py OUT_DIR [--keep 0.9,0.7] [--grid dev|finalists|report]
+    scripts/scorer_variants.py OUT_DIR [--keep 0.9,0.7] [--grid dev|probe|finalists|report]
         [--predictor predictors/smollm2-135m-keep09.safetensors]
 - dev: the [attention] grid searched on the dev seed (names like k09-w32-max-p7-c1.0);
+- probe: the CPU probe's leads (pool 31, carry 0.9), run on RULER on the dev seed;
 - finalists: the best of dev, run on RULER on the dev seed;
 - report: for each keep ratio, the preset itself (keepNN, whose [attention] is the chosen
   default) and the same stages with the scorer before [attention] existed (legacy: the whole
@@ -33,6 +34,14 @@ GRIDS = {
         (16, "max", 7, 1.0),
         (64, "max", 7, 1.0),
         (32, "max", 15, 1.0),
+    ],
+    # the CPU probe's leads (docs/fidelity.md): wider pooling and a partial carry
+    "probe": [
+        (32, "max", 15, 1.0),
+        (32, "max", 31, 1.0),
+        (32, "max", 15, 0.9),
+        (32, "max", 31, 0.9),
+        (64, "max", 31, 1.0),
     ],
     "finalists": [
         LEGACY,

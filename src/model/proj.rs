@@ -18,16 +18,20 @@ pub enum Proj {
         stored: GgmlDType,
         /// Bytes the blocks take on the device.
         bytes: usize,
-        /// Whether candle has a tiled kernel for it (`quant::Placed::tiled`).
+        /// Whether candle's CPU backend has a tiled kernel for it (`quant::Placed::tiled`).
         tiled: bool,
     },
 }
 
-/// Input rows from which a CPU matmul without a tiled kernel runs faster on the expanded
-/// matrix than as one dot product per (row, output) pair: measured on the 2-core development
-/// machine, q8_0 576→1536 at 32 rows 2.5 ms either way, 128 rows 9.4 ms quantized against
-/// 4.4 ms expanded (docs/benchmarks.md). The expansion is transient: one matrix at a time.
-pub const CPU_EXPAND_FROM_ROWS: usize = 32;
+/// Input rows from which a matmul without a tiled kernel runs faster on the expanded matrix
+/// than on its blocks. CPU: measured on the 2-core development machine (`cargo bench --bench
+/// quantized`), q8_0 576→1536 at 32 rows 2.5 ms either way, at 128 rows 9.4 ms on the blocks
+/// against 4.4 ms expanded. CUDA: candle's quantized kernels quantise the input to 8 bits and
+/// take 3.6× the time of cuBLAS bf16 for an 8B model's 4096-token prefill on the H200 (382 ms
+/// against 107 ms); expanding costs one read of the blocks and one write of the bf16 matrix,
+/// a few percent of that. The expansion is transient: one matrix at a time, so the model is
+/// never held twice. Decode (one row) always runs on the blocks.
+pub const EXPAND_FROM_ROWS: usize = 32;
 
 impl Proj {
     pub fn quantized(
@@ -83,7 +87,7 @@ impl Module for Proj {
                 let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
                 let y = match matmul {
                     QMatMul::QTensor(q)
-                        if x.device().is_cpu() && !tiled && rows >= CPU_EXPAND_FROM_ROWS =>
+                        if rows >= EXPAND_FROM_ROWS && (x.device().is_cuda() || !tiled) =>
                     {
                         let w = q.dequantize(x.device())?.to_dtype(x.dtype())?;
                         x.broadcast_matmul(&w.t()?)?

@@ -142,13 +142,13 @@ pub struct AttentionScoring {
 }
 
 /// The default, chosen on the dev seed by passkey, RULER and agreement (docs/fidelity.md):
-/// the last 32 queries, max over heads, a 15-token max-pool, full carry.
+/// the last 32 queries, max over heads, a 31-token max-pool, full carry.
 impl Default for AttentionScoring {
     fn default() -> Self {
         Self {
             window: 32,
             heads: HeadReduce::Max,
-            pool: 15,
+            pool: 31,
             carry: 1.0,
         }
     }

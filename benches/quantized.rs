@@ -1,0 +1,78 @@
+//! Quantized matmul on the CPU, the measurements behind `model::quant::runtime_type` and
+//! `model::proj::EXPAND_FROM_ROWS`: candle's `QMatMul` against expanding the matrix to
+//! f32 and multiplying densely (the expansion timed too, as the prefill pays it), per block
+//! type, for SmolLM2's shapes (width 576 and 1536) and a 7–8B model's 4096 × 4096, at 1 input
+//! row (decode), 32 and 512 (prefill).
+//!
+//! Run: `cargo bench --bench quantized` (add `-- q4_1` to filter by name).
+
+use std::fmt;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use divan::Bencher;
+
+fn main() {
+    divan::main();
+}
+
+#[derive(Clone, Copy)]
+struct Case {
+    dtype: GgmlDType,
+    /// Output and input widths of the matrix.
+    n: usize,
+    k: usize,
+    /// Input rows.
+    m: usize,
+}
+
+impl fmt::Display for Case {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let name = sdtp::model::quant::type_name(self.dtype);
+        write!(f, "{name} {}->{} rows {}", self.k, self.n, self.m)
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let types = [
+        GgmlDType::Q8_0,
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q4K,
+    ];
+    let mut cases = Vec::new();
+    for dtype in types {
+        for (n, k) in [(1536, 576), (576, 1536), (4096, 4096)] {
+            if k % dtype.block_size() != 0 {
+                continue;
+            }
+            for m in [1, 32, 512] {
+                cases.push(Case { dtype, n, k, m });
+            }
+        }
+    }
+    cases
+}
+
+fn inputs(case: Case) -> (QTensor, Tensor) {
+    let w = Tensor::randn(0f32, 0.02, (case.n, case.k), &Device::Cpu).expect("weights");
+    let x = Tensor::randn(0f32, 1.0, (1, case.m, case.k), &Device::Cpu).expect("input");
+    (QTensor::quantize(&w, case.dtype).expect("quantize"), x)
+}
+
+#[divan::bench(args = cases(), sample_count = 10)]
+fn quantized(bencher: Bencher, case: Case) {
+    let (q, x) = inputs(case);
+    let mm = QMatMul::from_qtensor(q).expect("qmatmul");
+    mm.forward(&x).expect("the first call packs candle's tiles");
+    bencher.bench_local(|| mm.forward(&x).expect("forward"));
+}
+
+#[divan::bench(args = cases(), sample_count = 10)]
+fn expanded(bencher: Bencher, case: Case) {
+    let (q, x) = inputs(case);
+    bencher.bench_local(|| {
+        let w = q.dequantize(&Device::Cpu).expect("dequantize");
+        x.broadcast_matmul(&w.t().expect("transpose")).expect("matmul")
+    });
+}
