@@ -73,6 +73,7 @@ fn expanded(bencher: Bencher, case: Case) {
     let (q, x) = inputs(case);
     bencher.bench_local(|| {
         let w = q.dequantize(&Device::Cpu).expect("dequantize");
-        x.broadcast_matmul(&w.t().expect("transpose")).expect("matmul")
+        x.broadcast_matmul(&w.t().expect("transpose"))
+            .expect("matmul")
     });
 }

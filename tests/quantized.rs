@@ -189,7 +189,10 @@ fn an_8b_q4_0_model_runs_on_this_machine_within_its_weights_and_cache() {
     assert_eq!(model["weight_kinds"]["q4_0"].as_u64(), Some(32 * 6 + 2));
     let weights = model["weight_bytes"].as_u64().unwrap();
     // 8.0e9 parameters at 4.5 bits.
-    assert!((4_000_000_000..5_000_000_000).contains(&weights), "{weights}");
+    assert!(
+        (4_000_000_000..5_000_000_000).contains(&weights),
+        "{weights}"
+    );
     for result in report["results"].as_array().unwrap() {
         let kv = result["kv_cache_bytes"].as_u64().unwrap();
         let peak = result["summary"]["peak_memory_bytes"]["median"]
