@@ -259,10 +259,10 @@ def main():
     ap.add_argument("--sdtp-head", default="unknown")
     ap.add_argument("--llama-bench-version", default="")
     ap.add_argument("--load-start", default="", help="/proc/loadavg's first three fields before the runs")
-    ap.add_argument("--busy-before-llama", default="", help="% of the CPUs busy just before llama-bench")
-    ap.add_argument("--busy-before-sdtp", default="", help="% of the CPUs busy just before sdtp")
-    ap.add_argument("--other-during-llama", default="", help="% of the CPUs other work took during llama-bench")
-    ap.add_argument("--other-during-sdtp", default="", help="% of the CPUs other work took during sdtp")
+    ap.add_argument("--busy-before-llama", default="", help="%% of the CPUs busy just before llama-bench")
+    ap.add_argument("--busy-before-sdtp", default="", help="%% of the CPUs busy just before sdtp")
+    ap.add_argument("--other-during-llama", default="", help="%% of the CPUs other work took during llama-bench")
+    ap.add_argument("--other-during-sdtp", default="", help="%% of the CPUs other work took during sdtp")
     args = ap.parse_args()
 
     lengths = [int(x) for x in args.lengths.split(",")]
@@ -494,10 +494,13 @@ def render(info, rows):
     for r in rows:
         l = r["llama"]
         s = r["sdtp"]
+        # llama-bench's median with its own avg ± sd, as rate and as time
+        llama_cells = [
+            fmt_pm(l["tok_s_avg"], l["tok_s_sd"], l["tok_s_median"], 1),
+            fmt_pm(l["seconds_avg"], l["seconds_sd"], l["seconds_median"]),
+        ] if l else ["—", "—"]
         if r["kind"] == "prefill":
-            cells = [
-                fmt_pm(l and l["tok_s_avg"], l and l["tok_s_sd"], l and l["tok_s_median"], 1) if l else "—",
-                fmt_pm(l and l["seconds_avg"], l and l["seconds_sd"], l and l["seconds_median"]) if l else "—",
+            cells = llama_cells + [
                 fmt(s and s["seconds_median"]),
                 fmt(s and s["tok_s_median"], 1),
                 f"**{fmt(r['ratio'], 2)}**" if r["ratio"] is not None else "—",
@@ -515,9 +518,7 @@ def render(info, rows):
                 + (f" (keeps {s['final_tokens']} tokens at the last layer)" if s else ""),
             ]
         else:
-            cells = [
-                fmt_pm(l and l["tok_s_avg"], l and l["tok_s_sd"], l and l["tok_s_median"], 1) if l else "—",
-                fmt_pm(l and l["seconds_avg"], l and l["seconds_sd"], l and l["seconds_median"]) if l else "—",
+            cells = llama_cells + [
                 fmt(s and s["decode_seconds_median"]),
                 fmt(s and s["tok_s_median"], 1),
                 f"**{fmt(r['ratio'], 2)}**" if r["ratio"] is not None else "—",
