@@ -33,6 +33,27 @@ impl Default for SamplingConfig {
 }
 
 impl SamplingConfig {
+    /// Checks the settings a user gives (`--temperature`, `--top-p`, `--top-k`): candle's
+    /// sampler would take a top-p above 1 or a top-k of 0 without a word and sample from
+    /// something other than what was asked.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            anyhow::bail!(
+                "--temperature {} is not a temperature; use 0 (greedy) or a positive number",
+                self.temperature
+            );
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                anyhow::bail!("--top-p {p} is outside (0, 1]; use e.g. --top-p 0.9");
+            }
+        }
+        if self.top_k == Some(0) {
+            anyhow::bail!("--top-k 0 keeps no token; use 1 or more, or leave it out");
+        }
+        Ok(())
+    }
+
     fn processor(&self) -> LogitsProcessor {
         let sampling = if self.temperature <= 0.0 {
             Sampling::ArgMax

@@ -363,3 +363,36 @@ fn chat_without_a_template_is_an_error() {
         &["no chat template"],
     );
 }
+
+#[test]
+fn bad_sampling_and_weights_settings() {
+    let m = model_arg();
+    let generate = |extra: &[&str]| {
+        let mut args = vec!["generate", "--model", &m, "--prompt", "hi"];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let run = |extra: &[&str], needles: &[&str]| {
+        let args = generate(extra);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails_cleanly(&refs, needles);
+    };
+    run(&["--top-p", "2"], &["--top-p 2", "(0, 1]"]);
+    run(&["--top-p", "0"], &["--top-p 0"]);
+    run(&["--top-k", "0"], &["--top-k 0"]);
+    run(&["--temperature=-1"], &["--temperature -1"]);
+    run(&["--weights", "fast"], &["unknown --weights \"fast\""]);
+    run(&["--quant", "q4_0"], &["--quant q4_0", "synthetic"]);
+    fails_cleanly(
+        &[
+            "generate",
+            "--model",
+            "synthetic:smollm2-135m",
+            "--quant",
+            "q4_k",
+            "--prompt",
+            "hi",
+        ],
+        &["--quant q4_k", "multiple of 256"],
+    );
+}

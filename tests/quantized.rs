@@ -205,3 +205,32 @@ fn an_8b_q4_0_model_runs_on_this_machine_within_its_weights_and_cache() {
         );
     }
 }
+
+#[test]
+fn chat_answers_end_without_the_end_of_sequence_marker() {
+    // SmolLM2's chat answer to this prompt ends with <|im_end|> well within 48 tokens; the
+    // marker ends the answer and must not be printed as part of it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sdtp"))
+        .args([
+            "generate",
+            "--model",
+            &common::real_model_path().display().to_string(),
+            "--chat",
+            "--prompt",
+            "Reply with one word: hello",
+            "--max-new-tokens",
+            "48",
+            "--no-prune-log",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("stopped at end of sequence"), "{stderr}");
+    assert!(!stdout.trim().is_empty(), "empty answer");
+    assert!(!stdout.contains("<|im_end|>"), "{stdout:?}");
+}

@@ -41,6 +41,13 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
+    let mut sampling = SamplingConfig {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        seed: args.model.seed,
+    };
+    sampling.validate()?;
     let text = read_prompt(&args)?;
     let (session, schedules) = Session::open(&args.model, &[&args.prune])?;
     let schedule = &schedules[0];
@@ -79,12 +86,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         )?;
     }
 
-    let sampling = SamplingConfig {
-        temperature: args.temperature,
-        top_p: args.top_p,
-        top_k: args.top_k,
-        seed: session.seed,
-    };
+    sampling.seed = session.seed;
     let mut streamer = TokenStreamer::default();
     let mut stdout = std::io::stdout().lock();
     let decoded = generate(
@@ -95,6 +97,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         args.max_new_tokens,
         &loaded.eos_token_ids,
         |id| {
+            // The end-of-sequence token ends the answer; it is not part of it.
+            if loaded.eos_token_ids.contains(&id) {
+                return Ok(());
+            }
             if let Some(piece) = streamer.push(&loaded.codec, id)? {
                 stdout.write_all(piece.as_bytes())?;
                 stdout.flush()?;
