@@ -2,7 +2,7 @@
 //! times), the markdown and CSV outputs, and the errors that must come before any output.
 //!
 //! The first test is CI's smoke run on the real default model
-//! (`$SDTP_MODEL`, default `~/.cache/sdtp/models/SmolLM2-135M-Instruct.Q4_1.gguf`); it fails,
+//! (`$SDTP_MODEL`, default `$SDTP_CACHE` or `~/.cache/sdtp`, then `models/SmolLM2-135M-Instruct.Q4_1.gguf`); it fails,
 //! not skips, when the model is missing.
 
 use std::path::{Path, PathBuf};
@@ -10,12 +10,13 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// `$SDTP_MODEL`, else the default model where sdtp itself looks (`$SDTP_CACHE`, else
+/// `~/.cache/sdtp`).
 fn model_path() -> PathBuf {
     if let Some(path) = std::env::var_os("SDTP_MODEL") {
         return PathBuf::from(path);
     }
-    let home = std::env::var_os("HOME").expect("HOME is not set and neither is SDTP_MODEL");
-    PathBuf::from(home).join(".cache/sdtp/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    sdtp::model::load::default_model_path()
 }
 
 fn sdtp(args: &[&str]) -> Output {
