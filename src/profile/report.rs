@@ -303,8 +303,21 @@ pub struct ModeResult {
 }
 
 /// Writes `bytes` to `path` through `path.tmp` and a rename, so readers never see half a
-/// file and a failed run leaves none. Creates the parent folder.
+/// file and a failed run leaves none. Creates the parent folder. A symbolic link is written
+/// through (the file it points to is replaced, the link stays), and a special file such as
+/// `/dev/stdout` or a pipe is written directly: renaming over it would replace the device.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() && !meta.is_dir() {
+            return std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(bytes))
+                .with_context(|| format!("cannot write {}", path.display()));
+        }
+    }
+    let resolved = std::fs::canonicalize(path).ok();
+    let path = resolved.as_deref().unwrap_or(path);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create folder {}", dir.display()))?;
@@ -501,5 +514,28 @@ mod tests {
         std::fs::create_dir(&blocked).unwrap();
         assert!(write_atomic(&blocked, b"x").is_err());
         assert!(!dir.path().join("blocked.tmp").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_write_goes_through_links_and_into_special_files() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.json");
+        std::fs::write(&real, "old").unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "new");
+        // /dev/null stays the device (as root, a rename would have replaced it with a file).
+        write_atomic(Path::new("/dev/null"), b"{}").unwrap();
+        assert!(std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
     }
 }
