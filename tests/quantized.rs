@@ -149,8 +149,9 @@ fn an_8b_q4_0_model_runs_on_this_machine_within_its_weights_and_cache() {
     // 1024-token run is in docs/benchmarks.md); the memory held is the same.
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("8b.json");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sdtp"))
-        .args([
+    let json_arg = json.display().to_string();
+    let (code, _, stderr) = common::run_sdtp(
+        &[
             "profile",
             "end2end",
             "--model",
@@ -171,16 +172,11 @@ fn an_8b_q4_0_model_runs_on_this_machine_within_its_weights_and_cache() {
             "none",
             "--no-prune-log",
             "--json",
-        ])
-        .arg(&json)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            &json_arg,
+        ],
+        &[],
     );
+    assert_eq!(code, 0, "{stderr}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let model = &report["model"];
@@ -210,26 +206,22 @@ fn an_8b_q4_0_model_runs_on_this_machine_within_its_weights_and_cache() {
 fn chat_answers_end_without_the_end_of_sequence_marker() {
     // SmolLM2's chat answer to this prompt ends with <|im_end|> well within 48 tokens; the
     // marker ends the answer and must not be printed as part of it.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sdtp"))
-        .args([
+    let model = common::real_model_path().display().to_string();
+    let (code, stdout, stderr) = common::run_sdtp(
+        &[
             "generate",
             "--model",
-            &common::real_model_path().display().to_string(),
+            &model,
             "--chat",
             "--prompt",
             "Reply with one word: hello",
             "--max-new-tokens",
             "48",
             "--no-prune-log",
-        ])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+        ],
+        &[],
     );
-    assert!(out.status.success(), "{stderr}");
+    assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("stopped at end of sequence"), "{stderr}");
     assert!(!stdout.trim().is_empty(), "empty answer");
     assert!(!stdout.contains("<|im_end|>"), "{stdout:?}");

@@ -41,12 +41,6 @@ impl Session {
                 .transpose()?,
         };
         resolve_weights(&source, &options)?;
-        if let Some(SyntheticQuant(q)) = options.quant {
-            crate::model::quant::check_block_widths(
-                q,
-                &crate::model::load::synthetic_row_widths(&config),
-            )?;
-        }
         let device = open_device(model.device.parse::<DeviceRequest>()?)?;
         let dtype = resolve_dtype(model.dtype.parse::<DTypeRequest>()?, &device)?;
         options.dtype = dtype;

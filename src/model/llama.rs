@@ -11,7 +11,7 @@ use super::attention;
 use super::cache::LayerCache;
 use super::config::ModelConfig;
 use super::proj::Proj;
-use super::quant::{place, QEmbedding, QuantSource};
+use super::quant::{QEmbedding, QuantSource};
 use super::rope::RotaryEmbedding;
 
 /// Token positions of the rows of a hidden-state tensor, with their RoPE angles.
@@ -131,7 +131,7 @@ impl WeightSources<'_> {
                 } else {
                     None
                 };
-                Proj::quantized(place(&blocks, vb.device())?, bias, blocks.dtype)
+                Proj::from_blocks(&blocks, bias, vb.device())
             }
             None if bias => Ok(Proj::Dense(candle_nn::linear(in_dim, out_dim, vb)?)),
             None => Ok(Proj::Dense(candle_nn::linear_no_bias(in_dim, out_dim, vb)?)),
@@ -250,13 +250,7 @@ impl Mlp {
         let (gate_vb, up_vb) = (vb.pp("gate_proj"), vb.pp("up_proj"));
         let gate_up = match (src.blocks(&gate_vb, i, h)?, src.blocks(&up_vb, i, h)?) {
             (Some(gate), Some(up)) if gate.dtype == up.dtype => {
-                let stored = gate.dtype;
-                let stacked = gate.stack(&up)?;
-                GateUp::Stacked(Proj::quantized(
-                    place(&stacked, vb.device())?,
-                    None,
-                    stored,
-                )?)
+                GateUp::Stacked(Proj::from_blocks(&gate.stack(&up)?, None, vb.device())?)
             }
             (None, None) => {
                 let gate = gate_vb.get((i, h), "weight")?;
@@ -412,8 +406,7 @@ impl Llama {
         let (embed_tokens, tied_head) = match src.blocks(&embed_vb, vocab, hidden)? {
             Some(table) => {
                 let head = if cfg.tie_word_embeddings {
-                    let stored = table.dtype;
-                    Some(Proj::quantized(place(&table, vb.device())?, None, stored)?)
+                    Some(Proj::from_blocks(&table, None, vb.device())?)
                 } else {
                     None
                 };
@@ -495,13 +488,19 @@ impl Llama {
     pub fn has_quantized_weights(&self) -> bool {
         matches!(self.lm_head, Proj::Quantized { .. })
             || matches!(self.embed_tokens, Embed::Quantized(_))
-            || self.layers.iter().any(|l| {
-                let a = &l.self_attn;
-                [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
-                    .into_iter()
-                    .chain(l.mlp.projs())
-                    .any(|p| matches!(p, Proj::Quantized { .. }))
-            })
+            || self
+                .layer_projs()
+                .any(|p| matches!(p, Proj::Quantized { .. }))
+    }
+
+    /// Every layer's matrices: attention's four, then the MLP's.
+    fn layer_projs(&self) -> impl Iterator<Item = &Proj> {
+        self.layers.iter().flat_map(|l| {
+            let a = &l.self_attn;
+            [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
+                .into_iter()
+                .chain(l.mlp.projs())
+        })
     }
 
     /// Bytes the weights take in memory, and how many matrices are held as each kind
@@ -514,14 +513,8 @@ impl Llama {
             bytes += p.size_in_bytes();
             *kinds.entry(p.kind()).or_insert(0) += 1;
         };
-        for layer in &self.layers {
-            let a = &layer.self_attn;
-            for p in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj] {
-                count(p);
-            }
-            for p in layer.mlp.projs() {
-                count(p);
-            }
+        for p in self.layer_projs() {
+            count(p);
         }
         let tied = self.config.tie_word_embeddings;
         match &self.embed_tokens {

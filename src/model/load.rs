@@ -199,11 +199,14 @@ impl LoadOptions {
 }
 
 /// The weight format `options` ask of `source`, checked against what the source can hold
-/// before any weights load.
+/// (a synthetic model's row widths against `--quant`'s block size) before any weights load.
 pub fn resolve_weights(source: &ModelSource, options: &LoadOptions) -> Result<WeightsMode> {
     use WeightsRequest as R;
     match (source, options.quant, options.weights) {
-        (ModelSource::Synthetic(_), Some(_), R::Auto | R::Quantized) => Ok(WeightsMode::Quantized),
+        (ModelSource::Synthetic(preset), Some(SyntheticQuant(q)), R::Auto | R::Quantized) => {
+            check_block_widths(q, &synthetic_row_widths(&ModelConfig::synthetic(preset)?))?;
+            Ok(WeightsMode::Quantized)
+        }
         (ModelSource::Synthetic(_), Some(_), R::Dequantized) => {
             bail!("--weights dequantized contradicts --quant; drop one of them")
         }
@@ -269,16 +272,13 @@ pub fn load_model_with(
                 dtype,
                 device.clone(),
             );
-            let quant = match options.quant {
-                Some(SyntheticQuant(q)) => {
-                    check_block_widths(q, &synthetic_row_widths(&config))?;
-                    Some(SyntheticQuantWeights {
-                        seed: options.seed,
-                        dtype: q,
-                    })
-                }
-                None => None,
-            };
+            // resolve_weights checked that the preset's rows hold whole blocks of the type.
+            let quant = options
+                .quant
+                .map(|SyntheticQuant(q)| SyntheticQuantWeights {
+                    seed: options.seed,
+                    dtype: q,
+                });
             let model = Llama::load(
                 vb,
                 &config,
@@ -308,7 +308,7 @@ pub fn read_gguf_content(path: &Path) -> Result<gguf_file::Content> {
 }
 
 /// Row lengths (input widths) of a model's matrices, which a block type must divide.
-pub fn synthetic_row_widths(config: &ModelConfig) -> Vec<usize> {
+fn synthetic_row_widths(config: &ModelConfig) -> Vec<usize> {
     vec![
         config.hidden_size,
         config.intermediate_size,

@@ -2,7 +2,7 @@
 //! `forward`: the layer code does not know which it holds.
 
 use candle_core::quantized::{GgmlDType, QMatMul};
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::Linear;
 
 use super::quant::type_name;
@@ -34,16 +34,19 @@ pub enum Proj {
 pub const EXPAND_FROM_ROWS: usize = 32;
 
 impl Proj {
-    pub fn quantized(
-        placed: super::quant::Placed,
+    /// `blocks` placed on `device` in the type they are multiplied as there
+    /// (`quant::place`), remembering the type the file stored.
+    pub fn from_blocks(
+        blocks: &super::quant::HostBlocks,
         bias: Option<Tensor>,
-        stored: GgmlDType,
+        device: &Device,
     ) -> Result<Self> {
+        let placed = super::quant::place(blocks, device)?;
         let bytes = placed.q.storage_size_in_bytes();
         Ok(Self::Quantized {
             matmul: QMatMul::from_qtensor(placed.q)?,
             bias,
-            stored,
+            stored: blocks.dtype,
             bytes,
             tiled: placed.tiled,
         })
