@@ -13,6 +13,7 @@ use sdtp::model::attention::tail_attention;
 use sdtp::model::cache::LayerCache;
 use sdtp::model::llama::{Llama, Positions};
 use sdtp::model::load::{load_model, ModelSource};
+use sdtp::model::text::{SentenceEnds, TextCodec};
 use sdtp::prefill::{prefill_with_pruning, PrefillOptions};
 use sdtp::prune::schedule::PruneSchedule;
 use sdtp::prune::scorer::{build_scorer, NormScorer, ScoreInput, Scorer};
@@ -105,7 +106,8 @@ fn scorer_attention(bencher: Bencher, len: usize) {
 }
 
 /// The default attention scorer's host work per stage (what runs while the device runs the
-/// MLP): 15-wide max-pool, rank, carry, over `len` tokens of 32 heads.
+/// MLP): the preset's max-pool, whole sentences (of ~27 bytes-as-tokens), rank, carry, over
+/// `len` tokens.
 #[divan::bench(args = LENGTHS)]
 fn scorer_attention_refine(bencher: Bencher, len: usize) {
     let preset = PruneSchedule::preset("keep09", 32)
@@ -113,7 +115,14 @@ fn scorer_attention_refine(bencher: Bencher, len: usize) {
         .schedule;
     let cfg = tiny().config();
     let mut scorer = build_scorer(&preset, cfg, &Device::Cpu, 0).expect("scorer");
-    scorer.begin_prefill(len);
+    let ends = SentenceEnds::from_codec(&TextCodec::Bytes, 256);
+    let ids: Vec<u32> = "The quick brown fox jumps. "
+        .bytes()
+        .cycle()
+        .take(len)
+        .map(u32::from)
+        .collect();
+    scorer.begin_prefill(&ids, Some(&ends));
     let positions: Vec<u32> = (0..len as u32).collect();
     let raw: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1009) as f32).collect();
     bencher.bench_local(|| {

@@ -9,6 +9,8 @@ scorer setting. Usage:
 - dev: the [attention] grid searched on the dev seed (names like k09-w32-max-p7-c1.0);
 - probe: the CPU probe's leads (pool 31, carry 0.9), run on RULER on the dev seed;
 - finalists: the best of dev, run on RULER on the dev seed;
+- sentences: whole-sentence scoring (`sentences = true`) against the pool-31 default before
+  it, run on RULER on the dev seed;
 - report: for each keep ratio, the preset itself (keepNN, whose [attention] is the chosen
   default) and the same stages with the scorer before [attention] existed (legacy: the whole
   protected tail, mean over heads, no pooling, no carry), the shipped learned predictor, norm
@@ -19,7 +21,8 @@ import os
 
 LAYERS = [4, 7, 10, 13, 16, 19, 22, 25]
 
-# (window, heads, pool, carry); window 0 = the protected tail.
+# (window, heads, pool, carry[, sentences]); window 0 = the protected tail. Grids written
+# before whole-sentence scoring existed leave `sentences` out and mean it off.
 LEGACY = (0, "mean", 1, 0.0)
 GRIDS = {
     "dev": [
@@ -43,6 +46,13 @@ GRIDS = {
         (32, "max", 31, 0.9),
         (64, "max", 31, 1.0),
     ],
+    "sentences": [
+        (32, "max", 31, 1.0, False),
+        (32, "max", 31, 1.0, True),
+        (32, "max", 15, 1.0, True),
+        (32, "max", 63, 1.0, True),
+        (32, "max", 1, 1.0, True),
+    ],
     "finalists": [
         LEGACY,
         (32, "max", 7, 1.0),
@@ -60,10 +70,10 @@ def toml(name, keep, scorer, attention=None, predictor=None):
         text += f'predictor = "{os.path.abspath(predictor)}"\n'
     text += f"stages = [ {stages} ]\n"
     if attention:
-        window, heads, pool, carry = attention
+        window, heads, pool, carry, sentences = (tuple(attention) + (False,))[:5]
         text += (
             f'\n[attention]\nwindow = {window}\nheads = "{heads}"\n'
-            f"pool = {pool}\ncarry = {carry}\n"
+            f"pool = {pool}\ncarry = {carry}\nsentences = {str(sentences).lower()}\n"
         )
     return text
 
@@ -94,9 +104,10 @@ def main():
             for scorer in ("norm", "random"):
                 write(f"{preset}-{scorer}", toml(f"{preset}-{scorer}", keep, scorer))
             continue
-        for window, heads, pool, carry in GRIDS[args.grid]:
-            name = f"{tag}-w{window}-{heads}-p{pool}-c{carry:.1f}"
-            write(name, toml(name, keep, "attention", (window, heads, pool, carry)))
+        for attention in GRIDS[args.grid]:
+            window, heads, pool, carry, sentences = (tuple(attention) + (False,))[:5]
+            name = f"{tag}-w{window}-{heads}-p{pool}-c{carry:.1f}" + ("-s" if sentences else "")
+            write(name, toml(name, keep, "attention", attention))
     print(",".join(contenders))
 
 

@@ -116,7 +116,7 @@ pub fn prefill_with_pruning(
         .validate(num_layers)
         .context("prefill was given an invalid schedule")?;
     let prompt_len = input_ids.len();
-    scorer.begin_prefill(prompt_len);
+    scorer.begin_prefill(input_ids, model.sentence_ends());
     let mut hidden = model.embed(input_ids)?;
     let mut positions = model.positions((0..prompt_len as u32).collect())?;
     let mut cache = KvCache::new(num_layers);

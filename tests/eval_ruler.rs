@@ -47,6 +47,7 @@ fn small_run_on_the_default_model() {
     ]);
     assert!(stdout.contains("| niah_single_1 | 256 |"), "{stdout}");
     assert!(stdout.contains("| **average** | 256 |"), "{stdout}");
+    assert!(stdout.contains("| kept |"), "{stdout}");
     let r = read_json(&json);
     assert_eq!(r["schema_version"], 1);
     assert_eq!(r["command"], "ruler");
@@ -99,6 +100,13 @@ fn small_run_on_the_default_model() {
             baseline,
             "{row}"
         );
+        // The needle's value (niah) and the chain's variables (vt) are in the prompt: the
+        // unpruned prefill keeps all of them, a pruned one a share.
+        if baseline {
+            assert_eq!(row["evidence_kept"], 1.0, "{row}");
+        } else {
+            assert!(in_range(&row["evidence_kept"], 0.0, 1.0), "{row}");
+        }
         if row["task"] == "niah_single_1" {
             assert!(
                 row["depth"].is_f64() && row["answer_position"].is_u64(),
@@ -120,9 +128,11 @@ fn small_run_on_the_default_model() {
         assert!(in_range(&c["flop_reduction"], 0.0, 1.0), "{c}");
         assert_eq!(c["samples"], 2);
         assert_eq!(c["metric"], "string_match_all");
+        assert!(in_range(&c["evidence_kept"], 0.0, 1.0), "{c}");
         if c["mode"] == "baseline" {
             assert_eq!(c["score"], c["baseline_score"]);
             assert_eq!(c["agreement"], 1.0);
+            assert_eq!(c["evidence_kept"], 1.0);
         } else {
             assert!(c["flop_reduction"].as_f64().unwrap() > 0.1, "{c}");
         }

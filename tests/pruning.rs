@@ -263,10 +263,11 @@ fn harsh_schedule() -> impl Strategy<Value = PruneSchedule> {
             prop_oneof![Just(HeadReduce::Max), Just(HeadReduce::Mean)],
             (0usize..=5).prop_map(|k| 2 * k + 1),
             prop_oneof![Just(0.0), Just(1.0), 0.0f64..=1.0],
+            any::<bool>(),
         ),
     )
         .prop_map(
-            |(layers, ratios, head, tail, kind, (window, heads, pool, carry))| {
+            |(layers, ratios, head, tail, kind, (window, heads, pool, carry, sentences))| {
                 let stages: Vec<(usize, f64)> =
                     layers.iter().zip(ratios).map(|(&l, r)| (l, r)).collect();
                 PruneSchedule {
@@ -275,6 +276,7 @@ fn harsh_schedule() -> impl Strategy<Value = PruneSchedule> {
                         heads,
                         pool,
                         carry,
+                        sentences,
                     },
                     ..schedule(&stages, head, tail, kind)
                 }

@@ -211,8 +211,9 @@ pub fn sweep_table(report: &SweepReport) -> String {
     out
 }
 
-/// What one RULER table row shows of a mode: score, agreement, FLOP reduction.
-struct RulerFigures(f64, f64, f64);
+/// What one RULER table row shows of a mode: score, agreement, FLOP reduction, share of the
+/// answer's prompt tokens that reached the last layer.
+struct RulerFigures(f64, f64, f64, Option<f64>);
 
 /// A RULER table row: `label`, `length`, the baseline's score, then each contender's
 /// figures; `figures` finds a mode's.
@@ -227,10 +228,13 @@ fn ruler_row(
     cells.push(figures(BASELINE).map_or_else(dash, |f| format!("{:.1}", f.0)));
     for c in &report.schedules {
         match figures(&c.mode) {
-            Some(RulerFigures(score, agree, reduction)) => {
-                cells.extend([format!("{score:.1}"), pct(agree), pct(reduction)])
-            }
-            None => cells.extend([dash(), dash(), dash()]),
+            Some(RulerFigures(score, agree, reduction, kept)) => cells.extend([
+                format!("{score:.1}"),
+                pct(agree),
+                kept.map_or_else(dash, pct),
+                pct(reduction),
+            ]),
+            None => cells.extend([dash(), dash(), dash(), dash()]),
         }
     }
     row(&cells)
@@ -246,7 +250,7 @@ pub fn ruler_table(report: &RulerReport) -> String {
         .map_or_else(|| "RULER's per-task".to_string(), |n| n.to_string());
     let _ = writeln!(
         out,
-        "RULER: {} sample(s) per task × length, {new_tokens} greedy tokens{}; scores are string_match_all × 100; agree = samples with the baseline's credit; FLOP red. = mean prefill FLOP reduction\n",
+        "RULER: {} sample(s) per task × length, {new_tokens} greedy tokens{}; scores are string_match_all × 100; agree = samples with the baseline's credit; kept = share of the answer's prompt tokens that reached the last layer; FLOP red. = mean prefill FLOP reduction\n",
         s.samples,
         if s.chat { ", chat template" } else { "" }
     );
@@ -256,7 +260,12 @@ pub fn ruler_table(report: &RulerReport) -> String {
         BASELINE.to_string(),
     ];
     for c in &report.schedules {
-        header.extend([c.mode.clone(), "agree".to_string(), "FLOP red.".to_string()]);
+        header.extend([
+            c.mode.clone(),
+            "agree".to_string(),
+            "kept".to_string(),
+            "FLOP red.".to_string(),
+        ]);
     }
     out.push_str(&head(&header));
     for &length in &s.lengths {
@@ -266,7 +275,7 @@ pub fn ruler_table(report: &RulerReport) -> String {
                     .cells
                     .iter()
                     .find(|c| c.task == task && c.length == length && c.mode == mode)
-                    .map(|c| RulerFigures(c.score, c.agreement, c.flop_reduction))
+                    .map(|c| RulerFigures(c.score, c.agreement, c.flop_reduction, c.evidence_kept))
             }));
         }
         out.push_str(&ruler_row(
@@ -278,7 +287,7 @@ pub fn ruler_table(report: &RulerReport) -> String {
                     .averages
                     .iter()
                     .find(|a| a.length == length && a.mode == mode)
-                    .map(|a| RulerFigures(a.score, a.agreement, a.flop_reduction))
+                    .map(|a| RulerFigures(a.score, a.agreement, a.flop_reduction, a.evidence_kept))
             },
         ));
     }

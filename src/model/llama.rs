@@ -7,12 +7,15 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
 
+use std::sync::Arc;
+
 use super::attention;
 use super::cache::LayerCache;
 use super::config::ModelConfig;
 use super::proj::Proj;
 use super::quant::{QEmbedding, QuantSource};
 use super::rope::RotaryEmbedding;
+use super::text::SentenceEnds;
 
 /// Token positions of the rows of a hidden-state tensor, with their RoPE angles.
 #[derive(Debug, Clone)]
@@ -391,6 +394,9 @@ pub struct Llama {
     dtype: DType,
     device: Device,
     kernels: Kernels,
+    /// Which token ids end a sentence, from the tokenizer the model was loaded with; `None`
+    /// until the loader sets it (scorers that keep sentences whole then work per token).
+    sentence_ends: Option<Arc<SentenceEnds>>,
 }
 
 impl Llama {
@@ -438,7 +444,18 @@ impl Llama {
             dtype: vb.dtype(),
             device: vb.device().clone(),
             kernels: Kernels::Fast,
+            sentence_ends: None,
         })
+    }
+
+    /// The same model, knowing which of its token ids end a sentence.
+    pub fn with_sentence_ends(mut self, ends: SentenceEnds) -> Self {
+        self.sentence_ends = Some(Arc::new(ends));
+        self
+    }
+
+    pub fn sentence_ends(&self) -> Option<&SentenceEnds> {
+        self.sentence_ends.as_deref()
     }
 
     /// The same model running `kernels` in every layer and the final norm. Cheap: the

@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use super::config::ModelConfig;
 use super::llama::Llama;
 use super::quant::{check_block_widths, SyntheticQuant, WeightsMode, WeightsRequest};
-use super::text::TextCodec;
+use super::text::{SentenceEnds, TextCodec};
 use super::tokenizer::tokenizer_from_gguf;
 use super::weights::{GgufWeights, SyntheticQuantWeights, SyntheticWeights};
 
@@ -260,7 +260,7 @@ pub fn load_model_with(
 ) -> Result<LoadedModel> {
     let weights = resolve_weights(source, options)?;
     let dtype = options.dtype;
-    match source {
+    let mut loaded = match source {
         ModelSource::Gguf(path) => load_gguf(path, device, dtype, weights, source),
         ModelSource::Folder(dir) | ModelSource::Hub { snapshot: dir, .. } => {
             load_folder(dir, device, dtype, source)
@@ -296,7 +296,12 @@ pub fn load_model_with(
                 source: source.clone(),
             })
         }
-    }
+    }?;
+    // Sentence ends come from the tokenizer: one pass over the vocabulary, at load, so that
+    // every prefill of this model can keep sentences whole.
+    let ends = SentenceEnds::from_codec(&loaded.codec, loaded.model.config().vocab_size);
+    loaded.model = loaded.model.with_sentence_ends(ends);
+    Ok(loaded)
 }
 
 /// Reads the header of a GGUF file (metadata and tensor table), with the file named in errors.

@@ -23,6 +23,19 @@ impl TextCodec {
         }
     }
 
+    /// The byte range in `text` of each token [`TextCodec::encode`] gives (a byte-level token
+    /// that starts mid-character covers the whole character).
+    pub fn token_offsets(&self, text: &str) -> Result<Vec<(usize, usize)>> {
+        match self {
+            Self::Tokenizer(t) => Ok(t
+                .encode(text, false)
+                .map_err(|e| anyhow!("tokenizer failed: {e}"))?
+                .get_offsets()
+                .to_vec()),
+            Self::Bytes => Ok((0..text.len()).map(|i| (i, i + 1)).collect()),
+        }
+    }
+
     /// Text of `ids`, special tokens included (a stream shows what the model produced).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         match self {
@@ -34,6 +47,93 @@ impl TextCodec {
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             }
         }
+    }
+}
+
+/// Which token ids end a sentence, for scorers that keep sentences whole. A sentence ends
+/// after a token that holds a line break or a full-width `。！？`, and after a token ending in
+/// `.`, `!` or `?` when whitespace follows (in the token or at the start of the next one), so
+/// that "3.14", "example.com" or "e.g." mid-sentence do not cut it. Read from the model's
+/// vocabulary once, so a prompt is cut into sentences from its ids alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentenceEnds {
+    ends: Vec<End>,
+    /// Whether the token's text starts with whitespace.
+    leading_space: Vec<bool>,
+}
+
+/// How a token's text ends a sentence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    No,
+    /// Always: a line break, a full-width stop, or a stop followed by whitespace.
+    Always,
+    /// A stop at the very end of the token: only when the next token starts with whitespace.
+    IfSpaceFollows,
+}
+
+fn end_of(text: &str) -> End {
+    let trimmed = text.trim_end();
+    let ends_with = |chars: &[char]| trimmed.ends_with(|c: char| chars.contains(&c));
+    if text.contains('\n') || ends_with(&['。', '！', '？']) {
+        End::Always
+    } else if ends_with(&['.', '!', '?']) {
+        if trimmed.len() < text.len() {
+            End::Always
+        } else {
+            End::IfSpaceFollows
+        }
+    } else {
+        End::No
+    }
+}
+
+impl SentenceEnds {
+    /// Reads every id below `vocab_size` through `codec` (ids it cannot decode end nothing).
+    pub fn from_codec(codec: &TextCodec, vocab_size: usize) -> Self {
+        let (ends, leading_space) = (0..vocab_size as u32)
+            .map(|id| match codec.decode(&[id]) {
+                Ok(text) => (end_of(&text), text.starts_with(char::is_whitespace)),
+                Err(_) => (End::No, false),
+            })
+            .unzip();
+        Self {
+            ends,
+            leading_space,
+        }
+    }
+
+    fn end(&self, id: u32) -> End {
+        self.ends.get(id as usize).copied().unwrap_or(End::No)
+    }
+
+    fn leading_space(&self, id: u32) -> bool {
+        self.leading_space
+            .get(id as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// The sentence each of `ids` belongs to, numbered from 0 in order. A sentence is cut
+    /// after `max_len` tokens, so text without punctuation (code, a list of values) does not
+    /// become one unit.
+    pub fn sentence_ids(&self, ids: &[u32], max_len: usize) -> Vec<u32> {
+        let mut out = Vec::with_capacity(ids.len());
+        let (mut sentence, mut len) = (0u32, 0usize);
+        for (i, &id) in ids.iter().enumerate() {
+            out.push(sentence);
+            len += 1;
+            let ends = match self.end(id) {
+                End::No => false,
+                End::Always => true,
+                End::IfSpaceFollows => ids.get(i + 1).is_none_or(|&next| self.leading_space(next)),
+            };
+            if ends || len >= max_len.max(1) {
+                sentence += 1;
+                len = 0;
+            }
+        }
+        out
     }
 }
 
@@ -120,6 +220,32 @@ mod tests {
             out,
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    #[test]
+    fn sentences_end_at_punctuation_and_line_breaks() {
+        let ends = SentenceEnds::from_codec(&TextCodec::Bytes, 256);
+        let sentences = |text: &str, max_len: usize| {
+            ends.sentence_ids(&TextCodec::Bytes.encode(text).unwrap(), max_len)
+        };
+        // "Hi." | " Yes!" | "\n" | "ab"
+        assert_eq!(
+            sentences("Hi. Yes!\nab", 64),
+            vec![0, 0, 0, 1, 1, 1, 1, 1, 2, 3, 3]
+        );
+        // A stop without whitespace after it ends nothing (decimals, domains); at the end of
+        // the prompt it does.
+        assert_eq!(sentences("a.b c.", 64), vec![0; 6]);
+        assert_eq!(sentences("a. b", 64), vec![0, 0, 1, 1]);
+        // A sentence longer than max_len is cut.
+        assert_eq!(sentences("abcdefg.", 3), vec![0, 0, 0, 1, 1, 1, 2, 2]);
+        // Ids past the vocabulary end nothing.
+        assert_eq!(ends.sentence_ids(&[4096, 4097], 64), vec![0, 0]);
+        // A stop with whitespace inside the token ends the sentence at that token.
+        assert_eq!(end_of(". "), End::Always);
+        assert_eq!(end_of("."), End::IfSpaceFollows);
+        assert_eq!(end_of("。"), End::Always);
+        assert_eq!(end_of(" e"), End::No);
     }
 
     #[test]

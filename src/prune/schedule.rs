@@ -132,6 +132,10 @@ pub enum HeadReduce {
 /// - `carry`: a token's score is at least `carry` × its score at earlier stages (scores as
 ///   ranks in [0, 1]), so a token found relevant at one layer is not dropped at the next
 ///   because that layer looks elsewhere. 0 turns it off.
+/// - `sentences`: a token scores at least the best score in its sentence (cut at the model's
+///   sentence-ending tokens, at most [`SENTENCE_MAX_TOKENS`] long), so a sentence the question
+///   points at is kept whole: decoding copies a long value (a UUID) token by token, and the
+///   question's queries look only at its start.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttentionScoring {
@@ -139,17 +143,23 @@ pub struct AttentionScoring {
     pub heads: HeadReduce,
     pub pool: usize,
     pub carry: f64,
+    pub sentences: bool,
 }
 
+/// The longest unit `sentences` keeps whole: text without sentence ends (code, a list of
+/// values) is cut every this many tokens rather than becoming one unit.
+pub const SENTENCE_MAX_TOKENS: usize = 128;
+
 /// The default, chosen on the dev seed by passkey, RULER and agreement (docs/fidelity.md):
-/// the last 32 queries, max over heads, a 31-token max-pool, full carry.
+/// the last 32 queries, max over heads, a 15-token max-pool, whole sentences, full carry.
 impl Default for AttentionScoring {
     fn default() -> Self {
         Self {
             window: 32,
             heads: HeadReduce::Max,
-            pool: 31,
+            pool: 15,
             carry: 1.0,
+            sentences: true,
         }
     }
 }
@@ -162,6 +172,7 @@ impl AttentionScoring {
         heads: HeadReduce::Mean,
         pool: 1,
         carry: 0.0,
+        sentences: false,
     };
 }
 
@@ -882,7 +893,8 @@ mod tests {
                 window: 32,
                 heads: HeadReduce::Max,
                 pool: 7,
-                carry: 0.5
+                carry: 0.5,
+                sentences: true,
             }
         );
         s.validate(8).unwrap();
@@ -992,6 +1004,7 @@ mod tests {
                 heads: HeadReduce::Max,
                 pool: 5,
                 carry: 0.25,
+                sentences: false,
             };
             let text = toml::to_string(&s).unwrap();
             assert_eq!(

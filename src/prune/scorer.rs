@@ -11,9 +11,12 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use rand::{Rng, SeedableRng};
 
-use super::schedule::{AttentionScoring, HeadReduce, PruneSchedule, ScorerKind};
-use super::score_ops::{max_pool, rank01};
+use super::schedule::{
+    AttentionScoring, HeadReduce, PruneSchedule, ScorerKind, SENTENCE_MAX_TOKENS,
+};
+use super::score_ops::{max_pool, rank01, rank01_tie_broken, sentence_max};
 use crate::model::config::ModelConfig;
+use crate::model::text::SentenceEnds;
 
 /// What a scorer sees at a pruning layer.
 pub struct ScoreInput<'a> {
@@ -46,9 +49,10 @@ pub trait Scorer {
         false
     }
 
-    /// Called by the prefill before its first layer: a scorer that remembers tokens across
+    /// Called by the prefill before its first layer with the prompt's ids and, when the
+    /// model knows them, its sentence-ending tokens: a scorer that remembers tokens across
     /// stages forgets the previous prompt here.
-    fn begin_prefill(&mut self, _prompt_len: usize) {}
+    fn begin_prefill(&mut self, _ids: &[u32], _sentence_ends: Option<&SentenceEnds>) {}
 
     /// What the scores need from the device, one value per token: the part of scoring that
     /// must wait for the layer.
@@ -77,6 +81,9 @@ pub struct AttentionScorer {
     /// Carried score (a rank in [0, 1]) of each original position seen at an earlier stage
     /// of this prefill, indexed by position (0 where none yet).
     carried: Vec<f32>,
+    /// The sentence of each original position of this prefill's prompt; empty when
+    /// `sentences` is off or the model's sentence ends are unknown.
+    sentence_of: Vec<u32>,
 }
 
 impl AttentionScorer {
@@ -85,6 +92,7 @@ impl AttentionScorer {
             scoring,
             min_tail_ratio,
             carried: Vec::new(),
+            sentence_of: Vec::new(),
         }
     }
 }
@@ -102,9 +110,13 @@ impl Scorer for AttentionScorer {
         true
     }
 
-    fn begin_prefill(&mut self, prompt_len: usize) {
+    fn begin_prefill(&mut self, ids: &[u32], sentence_ends: Option<&SentenceEnds>) {
         self.carried.clear();
-        self.carried.resize(prompt_len, 0.0);
+        self.carried.resize(ids.len(), 0.0);
+        self.sentence_of = match sentence_ends {
+            Some(ends) if self.scoring.sentences => ends.sentence_ids(ids, SENTENCE_MAX_TOKENS),
+            _ => Vec::new(),
+        };
     }
 
     fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
@@ -123,10 +135,29 @@ impl Scorer for AttentionScorer {
         Ok(combined.to_vec1::<f32>()?)
     }
 
-    fn refine(&mut self, scores: Vec<f32>, positions: Option<&[u32]>) -> Result<Vec<f32>> {
-        let scores = match self.scoring.pool {
-            0 | 1 => scores,
-            width => max_pool(&scores, width),
+    fn refine(&mut self, raw: Vec<f32>, positions: Option<&[u32]>) -> Result<Vec<f32>> {
+        let pooled = match self.scoring.pool {
+            0 | 1 => raw.clone(),
+            width => max_pool(&raw, width),
+        };
+        let sentences = positions.and_then(|positions| {
+            positions
+                .iter()
+                .map(|&p| self.sentence_of.get(p as usize).copied())
+                .collect::<Option<Vec<u32>>>()
+                .filter(|s| !s.is_empty() && s.len() == raw.len())
+        });
+        // Whole sentences: every token of a sentence takes the best pooled score in it, so
+        // the sentence is kept or dropped as one (a peak pooled in from the sentence before
+        // would otherwise rank the sentence's head above its tail, and a later stage would
+        // cut the value in two). Sentences that share a pooled peak rank by their own best
+        // raw score, so the one holding the peak outranks those the pool reached.
+        let scores = match sentences {
+            Some(sentences) => rank01_tie_broken(
+                &sentence_max(&pooled, &sentences),
+                &sentence_max(&raw, &sentences),
+            ),
+            None => pooled,
         };
         let carry = self.scoring.carry as f32;
         // Without positions there is nothing to carry by.
@@ -369,6 +400,7 @@ mod tests {
                 heads,
                 pool,
                 carry,
+                sentences: false,
             },
             0.1,
         )
@@ -406,6 +438,45 @@ mod tests {
         let rows: [&[f32]; 1] = [&[0.1, 0.0, 0.0, 0.9, 0.0, 0.0, 0.05]];
         let pooled = score(&mut scorer(8, HeadReduce::Max, 3, 0.0), &rows, None);
         assert_eq!(pooled, vec![0.1, 0.1, 0.9, 0.9, 0.9, 0.05, 0.05]);
+    }
+
+    #[test]
+    fn sentences_are_scored_whole_and_the_peak_sentence_wins_ties() {
+        let mut s = AttentionScorer::new(
+            AttentionScoring {
+                window: 8,
+                heads: HeadReduce::Max,
+                pool: 5,
+                carry: 0.0,
+                sentences: true,
+            },
+            0.1,
+        );
+        // Bytes: "ab. cd. ef" → sentences "ab." | " cd." | " ef".
+        let ends = SentenceEnds::from_codec(&crate::model::text::TextCodec::Bytes, 256);
+        let ids: Vec<u32> = "ab. cd. ef".bytes().map(u32::from).collect();
+        s.begin_prefill(&ids, Some(&ends));
+        let positions: Vec<u32> = (0..10).collect();
+        // The peak is on 'c' (index 4): the 5-wide pool lifts the '.' of "ab." too, so both
+        // sentences hold the pooled peak; " cd." holds the raw peak and ranks first, whole.
+        let raw = [0.1, 0.0, 0.0, 0.0, 0.9, 0.0, 0.0, 0.0, 0.2, 0.0];
+        let out = score(&mut s, &[&raw], Some(&positions));
+        let top = out[3];
+        assert!(out[3..7].iter().all(|&v| v == top), "{out:?}");
+        assert!(out[..3].iter().all(|&v| v == out[0] && v < top), "{out:?}");
+        assert!(
+            out[7..].iter().all(|&v| v == out[7] && v < out[0]),
+            "{out:?}"
+        );
+        // A pruned sequence: positions 3..7 gone, sentences are still looked up by position.
+        let kept: Vec<u32> = vec![0, 1, 2, 7, 8, 9];
+        let out = score(&mut s, &[&[0.0, 0.5, 0.0, 0.0, 0.0, 0.1]], Some(&kept));
+        assert_eq!(out[0], out[2]);
+        assert!(out[0] > out[3] && out[3] == out[5], "{out:?}");
+        // Without sentence ends the scorer works per token.
+        s.begin_prefill(&ids, None);
+        let plain = score(&mut s, &[&raw], Some(&positions));
+        assert_eq!(plain, max_pool(&raw, 5));
     }
 
     #[test]
@@ -449,7 +520,7 @@ mod tests {
         let plain = score(&mut s, &[&[0.5, 0.0, 0.2]], None);
         assert_eq!(plain, vec![0.5, 0.0, 0.2]);
         // A new prefill forgets the last one's tokens.
-        s.begin_prefill(5);
+        s.begin_prefill(&[0; 5], None);
         let fresh = score(&mut s, &[&[0.5, 0.0, 0.2]], Some(&[1, 2, 4]));
         assert_eq!(fresh, vec![1.0, 0.0, 0.5]);
     }

@@ -11,11 +11,13 @@
 //!   [`haystack`]: noise, prose and needle depths;
 //! - [`niah`], [`vt`], [`cwe`], [`fwe`]: the generators, behind [`draft::Generator`];
 //! - [`fit`]: the haystack-size search; [`sample`]: a sample built and tokenized;
+//! - [`evidence`]: how much of the answer a pruned prefill kept;
 //! - [`run`]: the model runs and the summaries; [`report`]: the JSON report; [`plot`]: its
 //!   SVG.
 
 pub mod cwe;
 pub mod draft;
+pub mod evidence;
 pub mod fit;
 pub mod fwe;
 pub mod haystack;

@@ -5,6 +5,7 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use super::evidence::{evidence_tokens, kept_share};
 use super::sample::RulerSample;
 use super::score::Metric;
 use super::task::Task;
@@ -67,6 +68,10 @@ pub struct RulerRow {
     pub generated_tokens: usize,
     /// The task's metric on this sample alone, 0–100.
     pub score: f64,
+    /// Share of the prompt's answer tokens (every occurrence of a reference) that reached the
+    /// last layer; absent when no reference occurs in the prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_kept: Option<f64>,
 }
 
 /// One mode on one task at one length.
@@ -85,6 +90,9 @@ pub struct RulerCell {
     pub agreement: f64,
     /// Mean over samples of 1 − this mode's prefill FLOPs / the baseline's.
     pub flop_reduction: f64,
+    /// Mean over the samples that have one of [`RulerRow::evidence_kept`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_kept: Option<f64>,
 }
 
 /// One mode at one length, averaged over the tasks (each task weighs the same).
@@ -97,6 +105,9 @@ pub struct RulerAverage {
     pub baseline_score: f64,
     pub agreement: f64,
     pub flop_reduction: f64,
+    /// Mean over the tasks that have one of [`RulerCell::evidence_kept`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_kept: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,10 +139,19 @@ pub fn run_ruler(
             config.seed,
             &[id.task.code(), id.length as u64, id.index as u64, 1],
         );
+        let evidence = evidence_tokens(codec, &sample.text, &sample.references)?;
         let mut baseline_flops = 0u64;
         for &(mode, schedule) in &modes {
             progress(sample, mode);
             let out = prefill(model, &sample.ids, schedule, seed)?;
+            let evidence_kept = match out.kept.last() {
+                Some(stage) => {
+                    let mut kept = stage.positions.clone();
+                    kept.sort_unstable();
+                    kept_share(&evidence, &kept)
+                }
+                None => (!evidence.is_empty()).then_some(1.0),
+            };
             let flops = prefill_flops(&shape, &out.stats, ScorerCost::of(schedule));
             if mode == BASELINE {
                 baseline_flops = flops.model;
@@ -163,6 +183,7 @@ pub fn run_ruler(
                 prediction,
                 generated_tokens: tokens.len(),
                 score: credit * 100.0,
+                evidence_kept,
             });
         }
     }
@@ -174,6 +195,12 @@ pub fn run_ruler(
         cells,
         averages,
     })
+}
+
+/// Mean of the values present; `None` when none is.
+fn mean_of_some(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let present: Vec<f64> = values.flatten().collect();
+    (!present.is_empty()).then(|| mean(present.into_iter()))
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
@@ -226,6 +253,7 @@ pub fn cells(
                     baseline_score: mean(baseline.iter().map(|r| r.score)),
                     agreement: same as f64 / mine.len() as f64,
                     flop_reduction: mean(mine.iter().map(|r| r.flop_reduction)),
+                    evidence_kept: mean_of_some(mine.iter().map(|r| r.evidence_kept)),
                 });
             }
         }
@@ -253,6 +281,7 @@ pub fn averages(cells: &[RulerCell], lengths: &[usize], modes: &[&str]) -> Vec<R
                 baseline_score: mean(mine.iter().map(|c| c.baseline_score)),
                 agreement: mean(mine.iter().map(|c| c.agreement)),
                 flop_reduction: mean(mine.iter().map(|c| c.flop_reduction)),
+                evidence_kept: mean_of_some(mine.iter().map(|c| c.evidence_kept)),
             });
         }
     }
@@ -281,6 +310,7 @@ mod tests {
             prediction: String::new(),
             generated_tokens: 0,
             score,
+            evidence_kept: None,
         }
     }
 
