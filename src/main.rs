@@ -1,6 +1,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+
+mod cli;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -12,7 +14,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .init();
-    match sdtp::cli::run(sdtp::cli::Cli::parse()) {
+    match cli::run(cli::Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes joined. candle appends a backtrace to its

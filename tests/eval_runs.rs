@@ -8,10 +8,10 @@ use sdtp::eval::agreement::{run_agreement, AgreementConfig, TokenizedPrompt};
 use sdtp::eval::forward::{prefill, teacher_forced_logits, TEACHER_FORCING_CHUNK};
 use sdtp::eval::perplexity::{run_perplexity, PerplexityConfig};
 use sdtp::eval::prompts::{parse_prompts, DEFAULT_PROMPTS_JSONL};
-use sdtp::eval::report::Contender;
 use sdtp::generate::decode_step;
 use sdtp::model::load::LoadedModel;
 use sdtp::prune::schedule::{PruneSchedule, ScorerKind};
+use sdtp::report::Contender;
 
 fn tiny_prompts(loaded: &LoadedModel) -> Vec<TokenizedPrompt> {
     [

@@ -5,8 +5,8 @@ mod common;
 
 use candle_core::{DType, Device};
 use sdtp::eval::forward::{greedy_continuation, last_logits, prefill};
-use sdtp::eval::metrics::{argmax, kl_divergence};
 use sdtp::eval::prompts::load_prompts;
+use sdtp::metrics::{argmax, kl_divergence};
 use sdtp::model::load::{load_model_with, LoadOptions, LoadedModel, ModelSource};
 use sdtp::model::quant::{SyntheticQuant, WeightsMode, WeightsRequest};
 use sdtp::prune::schedule::PruneSchedule;

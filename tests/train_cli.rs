@@ -10,7 +10,7 @@ use candle_core::Device;
 use sdtp::model::config::ModelConfig;
 use sdtp::prune::schedule::PruneSchedule;
 use sdtp::prune::scorer::{build_scorer, LearnedScorer, PREDICTOR_LAYERS_KEY, PREDICTOR_MODEL_KEY};
-use sdtp::train::st::read_metadata;
+use sdtp::train::safetensors_io::read_metadata;
 
 fn sdtp(args: &[&str]) -> (i32, String, String) {
     common::run_sdtp(args, &[])

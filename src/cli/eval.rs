@@ -1,34 +1,37 @@
 //! `sdtp eval agreement|perplexity|passkey|ruler|sweep|plot|make-prompts`: argument checks,
-//! wiring to `crate::eval`, and where the report goes (a markdown table on stdout, `--json`,
-//! the sweep's and RULER's SVG). `ruler` has its own module.
+//! wiring to `sdtp::eval`, and where the report goes (a markdown table on stdout, `--json`,
+//! the sweep's and RULER's SVG). `ruler` has its own module; `common` holds the flag groups,
+//! contenders and progress lines the subcommands share.
 
+mod common;
 mod ruler;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
-use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
 
-use super::{ModelArgs, PruneArgs, Session};
-use crate::eval::agreement::{run_agreement, AgreementConfig, AgreementResults, TokenizedPrompt};
-use crate::eval::passkey::{run_passkey, PasskeyConfig};
-use crate::eval::perplexity::{run_perplexity, PerplexityConfig};
-use crate::eval::plot::{render_sweep_svg, PlotTitle};
-use crate::eval::prompts::{build_prompt_set, load_prompts, to_jsonl, PromptSetSpec};
-use crate::eval::report::{
-    read_json, write_json, AgreementReport, AgreementSettings, Contender, EvalHeader,
-    PasskeyFormat, PasskeyReport, PerplexityReport, PromptSetInfo, SweepReport, SweepSettings,
-    TextInfo,
+use super::{ModelArgs, PlotArgs, Session};
+use common::{
+    open_contenders, parse_scorers, prompt_progress, step_progress, unique, ContenderArgs,
+    OutputArgs, PromptSetArgs,
 };
-use crate::eval::sweep::{ratio_schedule, sweep_points};
-use crate::eval::table;
-use crate::model::load::{read_config, LoadedModel, ModelSource};
-use crate::model::text::apply_chat_template;
-use crate::profile::prompt::{shipped_documents, shipped_text, SHIPPED_TEXT_PATH};
-use crate::profile::report::write_atomic;
-use crate::prune::schedule::{PruneSchedule, ScorerKind};
-use crate::prune::scorer::check_scorer_before_load;
+use sdtp::corpus::shipped_documents;
+use sdtp::eval::passkey::PasskeyConfig;
+use sdtp::eval::perplexity::PerplexityConfig;
+use sdtp::eval::prompts::{build_prompt_set, to_jsonl, PromptSetSpec};
+use sdtp::eval::report::{read_json, SweepReport};
+use sdtp::eval::runs::{
+    agreement_report, agreement_settings, passkey_report, perplexity_report, plan_sweep,
+    sweep_report, sweep_svg,
+};
+use sdtp::eval::table;
+use sdtp::eval::tokenize::{
+    prompt_wrapper, read_text, tokenize_prompt_set, tokenize_text, PromptFormat,
+};
+use sdtp::model::load::{read_config, ModelSource};
+use sdtp::report::write_atomic;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -55,75 +58,11 @@ pub enum EvalCommand {
     /// prefill FLOP reduction against agreement.
     Sweep(SweepArgs),
     /// Redraw the SVG of a `sdtp eval sweep --json` report.
+    #[command(mut_arg("input", |a| a.help("A report written by `sdtp eval sweep --json`")))]
     Plot(PlotArgs),
     /// Build an agreement prompt set (JSONL) from the shipped text and instruction-style
     /// questions; the default set data/eval/agreement.jsonl was made with it.
     MakePrompts(MakePromptsArgs),
-}
-
-/// How prompts are fed to the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PromptFormat {
-    /// Wrapped in the model's chat template as one user turn (raw when it has none).
-    Chat,
-    /// The text as is.
-    Raw,
-}
-
-/// The prompt set of agreement and sweep.
-#[derive(Args, Debug, Clone)]
-pub struct PromptSetArgs {
-    /// A JSONL prompt set ({"id", "text"} per line). Default: the shipped
-    /// data/eval/agreement.jsonl (60 prompts of 256–4096 tokens).
-    #[arg(long)]
-    pub prompts: Option<PathBuf>,
-    /// Run only the first N prompts (after --max-tokens).
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Skip prompts longer than this many tokens (chat template included).
-    #[arg(long)]
-    pub max_tokens: Option<usize>,
-    /// chat (default) or raw.
-    #[arg(long, value_enum, default_value = "chat")]
-    pub prompt_format: PromptFormat,
-    /// k of the top-k overlap.
-    #[arg(long, default_value_t = 5)]
-    pub top_k: usize,
-}
-
-/// Where a report goes besides stdout.
-#[derive(Args, Debug, Clone)]
-pub struct OutputArgs {
-    /// Write the full report as JSON (schema in docs/eval.md); nothing is written on error.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// No progress messages on stderr.
-    #[arg(long)]
-    pub quiet: bool,
-}
-
-impl OutputArgs {
-    /// Prints the report's table and writes its JSON where `--json` asked for it.
-    fn finish<R: serde::Serialize>(&self, table: String, report: &R) -> Result<()> {
-        print!("{table}");
-        match &self.json {
-            Some(path) => write_json(path, report),
-            None => Ok(()),
-        }
-    }
-}
-
-/// The schedules × scorers an eval compares with the unpruned run.
-#[derive(Args, Debug)]
-pub struct ContenderArgs {
-    /// Schedules compared with the unpruned run: presets (none, keep09, keep08, keep07,
-    /// paper) or TOML files; repeat the flag or give a comma list.
-    #[arg(long = "schedule", value_delimiter = ',', default_value = "keep09")]
-    pub schedules: Vec<String>,
-    /// Scorers each schedule runs with (attention, norm, random, learned if the schedule has
-    /// a predictor); repeat or comma list. Default: the schedule's own.
-    #[arg(long = "scorer", value_delimiter = ',')]
-    pub scorers: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -226,16 +165,6 @@ pub struct SweepArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct PlotArgs {
-    /// A report written by `sdtp eval sweep --json`.
-    #[arg(long)]
-    pub input: PathBuf,
-    /// The SVG to write (default: the input with .svg).
-    #[arg(long)]
-    pub output: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
 pub struct MakePromptsArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -264,231 +193,23 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
 }
 
-/// `values` in their first-seen order, repeats dropped (flags may repeat a value).
-fn unique<T: PartialEq>(values: impl IntoIterator<Item = T>) -> Vec<T> {
-    let mut out = Vec::new();
-    for v in values {
-        if !out.contains(&v) {
-            out.push(v);
-        }
-    }
-    out
-}
-
-/// Scorer names checked (one-line error on a bad one), repeats dropped.
-fn parse_scorers(names: &[String]) -> Result<Vec<ScorerKind>> {
-    let kinds = names
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .map(str::parse::<ScorerKind>)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(unique(kinds))
-}
-
-/// Opens the model and resolves schedules × scorers into contenders ("none" once, without a
-/// scorer), all checked before the weights load.
-fn open_contenders(model: &ModelArgs, wanted: &ContenderArgs) -> Result<(Session, Vec<Contender>)> {
-    let (schedules, kinds) = (&wanted.schedules, parse_scorers(&wanted.scorers)?);
-    let mut prune_args: Vec<PruneArgs> = Vec::new();
-    let mut names: Vec<&str> = Vec::new();
-    for name in schedules.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        if names.contains(&name) {
-            continue;
-        }
-        names.push(name);
-        let with = |scorer: Option<ScorerKind>| PruneArgs {
-            schedule: name.to_string(),
-            scorer: scorer.map(|k| k.as_str().to_string()),
-            prune_log: PathBuf::new(),
-            no_prune_log: true,
-        };
-        if name == "none" || kinds.is_empty() {
-            prune_args.push(with(None));
-        } else {
-            prune_args.extend(kinds.iter().map(|&k| with(Some(k))));
-        }
-    }
-    if prune_args.is_empty() {
-        bail!("no --schedule given; name at least one (e.g. --schedule keep09)");
-    }
-    let (session, resolved) = Session::open(model, &prune_args.iter().collect::<Vec<_>>())?;
-    let num_layers = session.loaded.model.layers().len();
-    let mut contenders: Vec<Contender> = Vec::new();
-    for (schedule, args) in resolved.into_iter().zip(&prune_args) {
-        let mapping = PruneSchedule::resolve(&args.schedule, num_layers)
-            .ok()
-            .and_then(|r| r.mapping);
-        let contender = Contender::new(schedule, mapping);
-        if contenders.iter().any(|c| c.mode() == contender.mode()) {
-            bail!(
-                "two schedules are labelled {:?}; give the TOML files different `name`s",
-                contender.mode()
-            );
-        }
-        contenders.push(contender);
-    }
-    Ok((session, contenders))
-}
-
-/// Turns a prompt's text into what is fed to the tokenizer.
-type Wrap<'a> = Box<dyn Fn(&str) -> Result<String> + 'a>;
-
-/// What turns a prompt's text into what is fed: the chat template, or the text as is.
-/// Returns the wrapper and whether the template is used (a model without one runs raw).
-fn prompt_wrapper(loaded: &LoadedModel, format: PromptFormat) -> (Wrap<'_>, bool) {
-    match (format, loaded.chat_template.as_deref()) {
-        (PromptFormat::Chat, Some(template)) => (
-            Box::new(move |text: &str| {
-                apply_chat_template(template, text, &loaded.bos_token, &loaded.eos_token)
-            }),
-            true,
-        ),
-        (PromptFormat::Chat, None) => {
-            tracing::warn!("this model has no chat template; prompts are fed as raw text");
-            (Box::new(|text: &str| Ok(text.to_string())), false)
-        }
-        (PromptFormat::Raw, _) => (Box::new(|text: &str| Ok(text.to_string())), false),
-    }
-}
-
-/// The prompt set tokenized, filtered by --max-tokens and cut to --limit.
-fn tokenized_prompts(
-    session: &Session,
-    set: &PromptSetArgs,
-    continuation_tokens: usize,
-) -> Result<(Vec<TokenizedPrompt>, PromptSetInfo)> {
-    if set.limit == Some(0) {
-        bail!("--limit 0: run at least one prompt");
-    }
-    if set.top_k == 0 {
-        bail!("--top-k 0: compare at least the top token");
-    }
-    let (prompts, source) = load_prompts(set.prompts.as_deref())?;
-    let loaded = &session.loaded;
-    let (wrap, chat) = prompt_wrapper(loaded, set.prompt_format);
-    let context = loaded.model.config().max_position_embeddings;
-    let vocab = loaded.model.config().vocab_size;
-    let mut out = Vec::new();
-    for p in &prompts {
-        if set.limit.is_some_and(|l| out.len() >= l) {
-            break;
-        }
-        let ids = loaded.codec.encode(&wrap(&p.text)?)?;
-        if ids.is_empty() {
-            bail!("prompt {:?} encodes to no tokens", p.id);
-        }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-            bail!(
-                "prompt {:?} encodes to token {bad}, outside the model's vocabulary of {vocab}",
-                p.id
-            );
-        }
-        if set.max_tokens.is_some_and(|m| ids.len() > m) {
-            continue;
-        }
-        if ids.len() + continuation_tokens > context {
-            bail!(
-                "prompt {:?} has {} tokens; with {continuation_tokens} continuation tokens it is over the model's context of {context}; use --max-tokens",
-                p.id,
-                ids.len()
-            );
-        }
-        out.push(TokenizedPrompt {
-            id: p.id.clone(),
-            ids,
-        });
-    }
-    if out.is_empty() {
-        bail!("no prompt of {source} is within --max-tokens");
-    }
-    let lens: Vec<usize> = out.iter().map(|p| p.ids.len()).collect();
-    let info = PromptSetInfo {
-        source,
-        in_set: prompts.len(),
-        run: out.len(),
-        limit: set.limit,
-        max_tokens: set.max_tokens,
-        chat,
-        tokens_min: lens.iter().copied().min().unwrap_or(0),
-        tokens_max: lens.iter().copied().max().unwrap_or(0),
-        tokens_mean: lens.iter().sum::<usize>() as f64 / lens.len() as f64,
-    };
-    Ok((out, info))
-}
-
-fn agreement_settings(continuation_tokens: usize, top_k: usize) -> AgreementSettings {
-    AgreementSettings {
-        continuation_tokens,
-        top_k,
-        sampling: "greedy".to_string(),
-        stop_at_eos: true,
-    }
-}
-
-/// Runs the agreement loop with progress on stderr.
-fn run_agreement_loop(
-    session: &Session,
-    prompts: &[TokenizedPrompt],
-    contenders: &[Contender],
-    continuation_tokens: usize,
-    top_k: usize,
-    quiet: bool,
-) -> Result<AgreementResults> {
-    let loaded = &session.loaded;
-    let total = prompts.len();
-    run_agreement(
-        &loaded.model,
-        &loaded.codec,
-        prompts,
-        contenders,
-        &AgreementConfig {
-            continuation_tokens,
-            top_k,
-            seed: session.seed,
-            eos_token_ids: loaded.eos_token_ids.clone(),
-        },
-        &mut |i, p| {
-            if !quiet {
-                eprintln!(
-                    "[{}/{total}] {} ({} tokens): baseline + {} contender(s)",
-                    i + 1,
-                    p.id,
-                    p.ids.len(),
-                    contenders.len()
-                );
-            }
-        },
-    )
-}
-
 fn agreement(args: AgreementArgs) -> Result<()> {
     let started = SystemTime::now();
+    args.set.check()?;
     let (session, contenders) = open_contenders(&args.model, &args.contenders)?;
-    let (prompts, info) = tokenized_prompts(&session, &args.set, args.continuation_tokens)?;
-    let results = run_agreement_loop(
-        &session,
-        &prompts,
-        &contenders,
+    let (prompts, info) = tokenize_prompt_set(
+        &session.loaded,
+        &args.set.selection(),
         args.continuation_tokens,
-        args.set.top_k,
-        args.output.quiet,
     )?;
-    let report = AgreementReport {
-        header: EvalHeader::new(
-            "agreement",
-            &session.loaded,
-            session.dtype,
-            session.seed,
-            started,
-        ),
-        settings: agreement_settings(args.continuation_tokens, args.set.top_k),
-        prompts: info,
-        schedules: contenders.iter().map(|c| c.info.clone()).collect(),
-        summary: results.summary,
-        baseline: results.baseline,
-        rows: results.rows,
-    };
+    let report = agreement_report(
+        &session.eval_run(started),
+        &prompts,
+        info,
+        &contenders,
+        agreement_settings(args.continuation_tokens, args.set.top_k),
+        &mut prompt_progress(args.output.quiet, prompts.len(), contenders.len()),
+    )?;
     args.output.finish(table::agreement_table(&report), &report)
 }
 
@@ -497,44 +218,18 @@ fn perplexity(args: PerplexityArgs) -> Result<()> {
     if args.context == 0 || args.continuation == 0 || args.windows == 0 {
         bail!("--context, --continuation and --windows must all be at least 1");
     }
-    let text = match &args.text_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read text file {}", path.display()))?,
-        None => shipped_text()?,
-    };
-    let source = args.text_file.as_ref().map_or_else(
-        || SHIPPED_TEXT_PATH.to_string(),
-        |p| p.display().to_string(),
-    );
+    let (text, source) = read_text(args.text_file.as_deref())?;
     let (session, contenders) = open_contenders(&args.model, &args.contenders)?;
-    let loaded = &session.loaded;
-    let ids = loaded.codec.encode(&text)?;
-    let vocab = loaded.model.config().vocab_size;
-    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-        bail!("the text encodes to token {bad}, outside the model's vocabulary of {vocab}");
-    }
+    let (ids, info) = tokenize_text(&session.loaded, &text, source)?;
     let config = PerplexityConfig::new(args.context, args.continuation, args.windows, session.seed);
-    let quiet = args.output.quiet;
-    let results = run_perplexity(&loaded.model, &ids, &contenders, &config, &mut |w, n| {
-        if !quiet {
-            eprintln!(
-                "[window {}/{n}] baseline + {} contender(s)",
-                w + 1,
-                contenders.len()
-            );
-        }
-    })?;
-    let report = PerplexityReport {
-        header: EvalHeader::new("perplexity", loaded, session.dtype, session.seed, started),
-        settings: config,
-        text: TextInfo {
-            source,
-            tokens: ids.len(),
-        },
-        schedules: contenders.iter().map(|c| c.info.clone()).collect(),
-        summary: results.summary,
-        rows: results.rows,
-    };
+    let report = perplexity_report(
+        &session.eval_run(started),
+        &ids,
+        info,
+        &contenders,
+        config,
+        &mut step_progress(args.output.quiet, "window", contenders.len()),
+    )?;
     args.output
         .finish(table::perplexity_table(&report), &report)
 }
@@ -572,31 +267,13 @@ fn passkey(args: PasskeyArgs) -> Result<()> {
         eos_token_ids: loaded.eos_token_ids.clone(),
         seed: session.seed,
     };
-    let quiet = args.output.quiet;
-    let results = run_passkey(
-        &loaded.model,
-        &loaded.codec,
+    let report = passkey_report(
+        &session.eval_run(started),
         wrap.as_ref(),
         &contenders,
-        &config,
-        &mut |i, n| {
-            if !quiet {
-                eprintln!(
-                    "[cell {}/{n}] baseline + {} contender(s)",
-                    i + 1,
-                    contenders.len()
-                );
-            }
-        },
+        config,
+        &mut step_progress(args.output.quiet, "cell", contenders.len()),
     )?;
-    let report = PasskeyReport {
-        header: EvalHeader::new("passkey", loaded, session.dtype, session.seed, started),
-        settings: config,
-        format: PasskeyFormat::default(),
-        schedules: contenders.iter().map(|c| c.info.clone()).collect(),
-        cells: results.cells,
-        rows: results.rows,
-    };
     args.output.finish(table::passkey_table(&report), &report)
 }
 
@@ -613,28 +290,12 @@ fn sweep(args: SweepArgs) -> Result<()> {
     if ratios.is_empty() {
         bail!("no --keep-ratio given");
     }
+    args.set.check()?;
     // Everything checked before the weights load.
     let source = ModelSource::resolve(args.model.model.as_deref())?;
     let config = read_config(&source)?;
-    let resolution = PruneSchedule::resolve(&args.layers_from, config.num_hidden_layers)?;
-    let template = resolution.schedule;
-    if template.stages.is_empty() {
-        bail!(
-            "--layers-from {} has no stages; use a schedule that prunes (e.g. keep09)",
-            args.layers_from
-        );
-    }
-    let mut contenders = Vec::new();
-    let mut point_ratios = Vec::new();
-    for &r in &ratios {
-        for &kind in &kinds {
-            let schedule = ratio_schedule(&template, r, kind);
-            schedule.validate(config.num_hidden_layers)?;
-            check_scorer_before_load(&schedule, &config)?;
-            contenders.push(Contender::new(schedule, resolution.mapping.clone()));
-            point_ratios.push(r);
-        }
-    }
+    let settings = agreement_settings(args.continuation_tokens, args.set.top_k);
+    let plan = plan_sweep(&args.layers_from, ratios, &kinds, &config, settings)?;
     let plot_path = args
         .plot
         .clone()
@@ -643,38 +304,19 @@ fn sweep(args: SweepArgs) -> Result<()> {
             None => PathBuf::from("debug/eval_sweep.svg"),
         });
     let (session, _) = Session::open(&args.model, &[])?;
-    let (prompts, info) = tokenized_prompts(&session, &args.set, args.continuation_tokens)?;
-    let results = run_agreement_loop(
-        &session,
-        &prompts,
-        &contenders,
+    let (prompts, info) = tokenize_prompt_set(
+        &session.loaded,
+        &args.set.selection(),
         args.continuation_tokens,
-        args.set.top_k,
-        args.output.quiet,
     )?;
-    let points = sweep_points(&results.summary, &point_ratios);
-    let report = SweepReport {
-        header: EvalHeader::new(
-            "sweep",
-            &session.loaded,
-            session.dtype,
-            session.seed,
-            started,
-        ),
-        settings: SweepSettings {
-            keep_ratios: ratios,
-            scorers: kinds.iter().map(|k| k.as_str().to_string()).collect(),
-            layers_from: args.layers_from.clone(),
-            layers: template.stages.iter().map(|s| s.layer).collect(),
-            agreement: agreement_settings(args.continuation_tokens, args.set.top_k),
-        },
-        prompts: info,
-        schedules: contenders.iter().map(|c| c.info.clone()).collect(),
-        points,
-        summary: results.summary,
-        baseline: results.baseline,
-        rows: results.rows,
-    };
+    let mut progress = prompt_progress(args.output.quiet, prompts.len(), plan.contenders.len());
+    let report = sweep_report(
+        &session.eval_run(started),
+        &prompts,
+        info,
+        plan,
+        &mut progress,
+    )?;
     let svg = sweep_svg(&report)?;
     args.output.finish(table::sweep_table(&report), &report)?;
     write_atomic(&plot_path, svg.as_bytes())?;
@@ -682,25 +324,9 @@ fn sweep(args: SweepArgs) -> Result<()> {
     Ok(())
 }
 
-fn sweep_svg(report: &SweepReport) -> Result<String> {
-    let h = &report.header;
-    render_sweep_svg(
-        &report.points,
-        &PlotTitle {
-            model: &h.run.model.name,
-            device: &h.run.device,
-            dtype: &h.run.dtype,
-            git_commit: &h.run.git_commit,
-            prompts: report.prompts.run,
-        },
-    )
-}
-
 fn plot(args: PlotArgs) -> Result<()> {
     let report: SweepReport = read_json(&args.input, "sweep")?;
-    let output = args
-        .output
-        .unwrap_or_else(|| args.input.with_extension("svg"));
+    let output = args.svg_path();
     write_atomic(&output, sweep_svg(&report)?.as_bytes())?;
     eprintln!("wrote {}", output.display());
     Ok(())
@@ -727,11 +353,7 @@ fn make_prompts(args: MakePromptsArgs) -> Result<()> {
         "wrote {} prompts ({tokens} tokens in all, by {}) to {}",
         prompts.len(),
         session.model_name(),
-        display(&args.output)
+        args.output.display()
     );
     Ok(())
-}
-
-fn display(path: &Path) -> String {
-    path.display().to_string()
 }

@@ -8,11 +8,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::{ModelArgs, PruneArgs, Session};
-use crate::device::synchronize;
-use crate::generate::{generate, SamplingConfig};
-use crate::model::text::{apply_chat_template, TokenStreamer};
-use crate::prefill::{check_prompt, prefill_with_pruning, PrefillOptions};
-use crate::stats::{new_run_id, PruneLog};
+use sdtp::device::synchronize;
+use sdtp::generate::{generate, SamplingConfig};
+use sdtp::model::text::{apply_chat_template, TokenStreamer};
+use sdtp::prefill::{check_prompt, prefill_with_pruning, PrefillOptions};
+use sdtp::prune_log::{new_run_id, PruneLog};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {

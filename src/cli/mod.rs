@@ -81,6 +81,27 @@ pub struct PruneArgs {
     pub no_prune_log: bool,
 }
 
+/// A `--json` report to draw as SVG (`sdtp profile plot`, `sdtp eval plot`; each names its
+/// report in the help of `--input`).
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// A report written by `--json`.
+    #[arg(long)]
+    pub input: std::path::PathBuf,
+    /// The SVG to write (default: the input with .svg).
+    #[arg(long)]
+    pub output: Option<std::path::PathBuf>,
+}
+
+impl PlotArgs {
+    /// The SVG path: `--output`, else the input with `.svg`.
+    pub fn svg_path(&self) -> std::path::PathBuf {
+        self.output
+            .clone()
+            .unwrap_or_else(|| self.input.with_extension("svg"))
+    }
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -90,4 +111,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Saliency(args) => train::run_saliency(args),
         Command::TrainPredictor(args) => train::run_train_predictor(args),
     }
+}
+
+/// A progress bar on stderr counting `len` `unit`s, hidden when `quiet` or when stderr is not
+/// a terminal (logs and CI output stay clean).
+pub fn progress_bar(quiet: bool, len: usize, unit: &str) -> anyhow::Result<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return Ok(indicatif::ProgressBar::hidden());
+    }
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{{bar:30.cyan/blue}} {{pos}}/{{len}} {unit} · {{elapsed_precise}} (eta {{eta}}) · {{msg}}"
+    ))
+    .map_err(|e| anyhow::anyhow!("progress bar template: {e}"))?;
+    Ok(indicatif::ProgressBar::new(len as u64).with_style(style))
 }

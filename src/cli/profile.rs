@@ -1,27 +1,25 @@
 //! `sdtp profile end2end|prefill|plot|prompt`: argument checks, wiring to
-//! `crate::profile`, and where the report goes (stdout, `--json`, `--csv`).
+//! `sdtp::profile`, and where the report goes (stdout, `--json`, `--csv`).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{ModelArgs, PruneArgs, Session};
-use crate::model::config::ModelConfig;
-use crate::model::load::{read_config, ModelSource};
-use crate::profile::harness::{self, Contender, HarnessConfig, ProfileKind, Sinks};
-use crate::profile::memory::PeakMemory;
-use crate::profile::prompt::{PromptSource, SHIPPED_TEXT_PATH};
-use crate::profile::report::{
-    write_atomic, MemoryInfo, ProfileReport, PromptInfo, RunInfo, Settings, SCHEMA_VERSION,
-};
-use crate::profile::table::{render_markdown, render_table, Format};
-use crate::profile::{plot, report};
-use crate::prune::schedule::PruneSchedule;
-use crate::stats::{new_run_id, PruneLog};
+use super::{progress_bar, ModelArgs, PlotArgs, PruneArgs, Session};
+use sdtp::corpus::SHIPPED_TEXT_PATH;
+use sdtp::model::config::ModelConfig;
+use sdtp::model::load::{read_config, ModelSource};
+use sdtp::profile::harness::{self, HarnessConfig, ProfileKind, Sinks};
+use sdtp::profile::memory::PeakMemory;
+use sdtp::profile::prompt::PromptSource;
+use sdtp::profile::report::{MemoryInfo, ProfileReport, PromptInfo, Settings, SCHEMA_VERSION};
+use sdtp::profile::table::{render_markdown, render_table, Format};
+use sdtp::profile::{plot, report};
+use sdtp::prune::schedule::PruneSchedule;
+use sdtp::prune_log::{new_run_id, PruneLog};
+use sdtp::report::{write_atomic, Contender, RunInfo};
 
 #[derive(Args, Debug)]
 pub struct ProfileArgs {
@@ -37,6 +35,7 @@ pub enum ProfileCommand {
     /// Prefill and first token only, baseline against each schedule.
     Prefill(RunArgs),
     /// Draw an SVG of a `--json` report: prefill time and speedup against prompt length.
+    #[command(mut_arg("input", |a| a.help("A report written by `sdtp profile … --json`")))]
     Plot(PlotArgs),
     /// Print the text of the first N tokens of the shipped benchmark text (a prompt file
     /// for `sdtp generate`).
@@ -89,16 +88,6 @@ pub struct RunArgs {
     /// Write no prune log.
     #[arg(long)]
     pub no_prune_log: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct PlotArgs {
-    /// A report written by `sdtp profile … --json`.
-    #[arg(long)]
-    pub input: PathBuf,
-    /// The SVG to write (default: the input with .svg).
-    #[arg(long)]
-    pub output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -227,7 +216,7 @@ fn profile(args: RunArgs, kind: ProfileKind) -> Result<()> {
     // Tokenisation: once, outside every clock.
     let prompts = PromptSource::shipped(&session.loaded.codec, model.config().vocab_size)?;
     let runs = lengths.len() * (args.warmup + args.repeats) * contenders.len();
-    let progress = progress_bar(args.quiet, runs)?;
+    let progress = progress_bar(args.quiet, runs, "runs")?;
     if !args.quiet && progress.is_hidden() {
         eprintln!(
             "profiling {} length(s) × {} mode(s) × ({} warm-up + {} measured) = {runs} runs",
@@ -320,24 +309,9 @@ fn emit(report: &ProfileReport, args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// The progress bar of a loop of `runs` model runs on stderr; hidden with `--quiet` or when
-/// stderr is not a terminal.
-pub(super) fn progress_bar(quiet: bool, runs: usize) -> Result<ProgressBar> {
-    if quiet || !std::io::stderr().is_terminal() {
-        return Ok(ProgressBar::hidden());
-    }
-    let style = ProgressStyle::with_template(
-        "{bar:30.cyan/blue} {pos}/{len} runs · {elapsed_precise} (eta {eta}) · {msg}",
-    )
-    .context("progress bar template")?;
-    Ok(ProgressBar::new(runs as u64).with_style(style))
-}
-
 fn plot_report(args: PlotArgs) -> Result<()> {
     let report = report::ProfileReport::read(&args.input)?;
-    let output = args
-        .output
-        .unwrap_or_else(|| args.input.with_extension("svg"));
+    let output = args.svg_path();
     let svg = plot::render_svg(&report)?;
     write_atomic(&output, svg.as_bytes())?;
     eprintln!("wrote {}", output.display());

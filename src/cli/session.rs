@@ -2,17 +2,20 @@
 //! resolved in the order that makes bad input fail fast (config and schedule before the
 //! weights load).
 
+use std::time::SystemTime;
+
 use anyhow::{Context, Result};
 use candle_core::DType;
 
 use super::{ModelArgs, PruneArgs};
-use crate::device::{open_device, resolve_dtype, DTypeRequest, DeviceRequest};
-use crate::model::load::{
+use sdtp::device::{open_device, resolve_dtype, DTypeRequest, DeviceRequest};
+use sdtp::eval::runs::EvalRun;
+use sdtp::model::load::{
     load_model_with, read_config, resolve_weights, LoadOptions, LoadedModel, ModelSource,
 };
-use crate::model::quant::{SyntheticQuant, WeightsRequest};
-use crate::prune::schedule::{PruneSchedule, ScorerKind};
-use crate::prune::scorer::{build_scorer, check_scorer_before_load, Scorer};
+use sdtp::model::quant::{SyntheticQuant, WeightsRequest};
+use sdtp::prune::schedule::{PruneSchedule, ScorerKind};
+use sdtp::prune::scorer::{build_scorer, check_scorer_before_load, Scorer};
 
 pub struct Session {
     pub loaded: LoadedModel,
@@ -69,13 +72,23 @@ impl Session {
     pub fn model_name(&self) -> String {
         self.loaded.source.display_name()
     }
+
+    /// The loaded model and the provenance of an eval report begun at `started`.
+    pub fn eval_run(&self, started: SystemTime) -> EvalRun<'_> {
+        EvalRun {
+            loaded: &self.loaded,
+            dtype: self.dtype,
+            seed: self.seed,
+            started,
+        }
+    }
 }
 
 /// A preset or TOML schedule for this model, with `--scorer` applied and any predictor
 /// checked, all before the weights load.
 fn resolve_schedule(
     args: &PruneArgs,
-    config: &crate::model::config::ModelConfig,
+    config: &sdtp::model::config::ModelConfig,
 ) -> Result<PruneSchedule> {
     let resolution = PruneSchedule::resolve(&args.schedule, config.num_hidden_layers)?;
     if let Some(note) = &resolution.mapping {

@@ -9,19 +9,20 @@
 //! - `continuation_match`: tokens the two greedy continuations share from the start, up to
 //!   `continuation_tokens` (32); a pair that is identical to the end, both stopping at the
 //!   same end-of-sequence token, counts as the full length.
-//! - `flops` / `final_tokens`: the analytic prefill FLOPs (`profile::flops`) and tokens that
+//! - `flops` / `final_tokens`: the analytic prefill FLOPs (`metrics::flops`) and tokens that
 //!   reached the last layer, for the speed side of the trade.
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::forward::{greedy_continuation, last_logits, prefill};
-use super::metrics::{argmax, common_prefix_len, kl_divergence, mean, percentile, top_k_overlap};
-use super::report::{derive_seed, Contender};
+use crate::metrics::flops::{prefill_flops, FlopShape, PrefillFlops, ScorerCost};
+use crate::metrics::summary::{mean, percentile};
+use crate::metrics::{argmax, common_prefix_len, kl_divergence, top_k_overlap};
 use crate::model::llama::Llama;
 use crate::model::text::TextCodec;
-use crate::profile::flops::{prefill_flops, FlopShape, ScorerCost};
 use crate::prune::schedule::PruneSchedule;
+use crate::report::{derive_seed, Contender};
 
 /// A tokenized prompt.
 #[derive(Debug, Clone)]
@@ -119,55 +120,45 @@ pub fn run_agreement(
     config: &AgreementConfig,
     progress: &mut dyn FnMut(usize, &TokenizedPrompt),
 ) -> Result<AgreementResults> {
-    let shape = FlopShape::from(model.config());
     let n = config.continuation_tokens;
     let mut baseline = Vec::with_capacity(prompts.len());
     let mut rows = Vec::with_capacity(prompts.len() * contenders.len());
     for (index, prompt) in prompts.iter().enumerate() {
         progress(index, prompt);
-        let seed = derive_seed(config.seed, &[index as u64]);
-        let base = prefill(model, &prompt.ids, &PruneSchedule::none(), seed)?;
-        let base_flops = prefill_flops(&shape, &base.stats, None).model;
-        let base_logits = last_logits(&base)?;
-        let base_first = argmax(&base_logits).unwrap_or(0) as u32;
-        let base_cont = greedy_continuation(model, &prompt.ids, base, n, &config.eos_token_ids)?;
+        let (base, runs) = compare_prompt(model, index, &prompt.ids, contenders, config)?;
         baseline.push(BaselineRow {
             prompt_id: prompt.id.clone(),
             prompt_tokens: prompt.ids.len(),
-            first_token: base_first,
-            first_token_text: codec.decode(&[base_first])?,
-            continuation_text: codec.decode(&base_cont)?,
-            continuation_tokens: base_cont.len(),
-            flops: base_flops,
+            first_token: base.first_token,
+            first_token_text: codec.decode(&[base.first_token])?,
+            continuation_text: codec.decode(&base.continuation)?,
+            continuation_tokens: base.continuation.len(),
+            flops: base.flops,
         });
-        for contender in contenders {
-            let schedule = &contender.schedule;
-            let out = prefill(model, &prompt.ids, schedule, seed)?;
-            let flops = prefill_flops(&shape, &out.stats, ScorerCost::of(schedule));
-            let final_tokens = out.final_len();
-            let logits = last_logits(&out)?;
-            let first = argmax(&logits).unwrap_or(0) as u32;
-            let (continuation_match, continuation_identical, continuation_text) = if n > 0 {
-                let cont = greedy_continuation(model, &prompt.ids, out, n, &config.eos_token_ids)?;
-                let (matched, identical) = continuation_agreement(&base_cont, &cont, n);
-                (Some(matched), Some(identical), Some(codec.decode(&cont)?))
-            } else {
-                (None, None, None)
+        for (contender, run) in contenders.iter().zip(runs) {
+            let (continuation_match, continuation_identical, continuation_text) = match &run
+                .continuation
+            {
+                Some(cont) => {
+                    let (matched, identical) = continuation_agreement(&base.continuation, cont, n);
+                    (Some(matched), Some(identical), Some(codec.decode(cont)?))
+                }
+                None => (None, None, None),
             };
             rows.push(AgreementRow {
                 prompt_id: prompt.id.clone(),
                 mode: contender.mode().to_string(),
                 prompt_tokens: prompt.ids.len(),
-                final_tokens,
-                first_token: first,
-                first_token_agree: first == base_first,
-                kl: kl_divergence(&base_logits, &logits),
-                top_k_overlap: top_k_overlap(&base_logits, &logits, config.top_k),
+                final_tokens: run.final_tokens,
+                first_token: run.first_token,
+                first_token_agree: run.first_token_agree,
+                kl: run.kl,
+                top_k_overlap: run.top_k_overlap,
                 continuation_match,
                 continuation_identical,
                 continuation_text,
-                flops: flops.model,
-                scorer_flops: flops.scorer,
+                flops: run.flops.model,
+                scorer_flops: run.flops.scorer,
             });
         }
     }
@@ -177,6 +168,88 @@ pub fn run_agreement(
         rows,
         summary,
     })
+}
+
+/// One prompt's unpruned run, in token ids.
+#[derive(Debug, Clone)]
+pub struct BaselineRun {
+    pub first_token: u32,
+    /// The greedy continuation (empty when none was asked for).
+    pub continuation: Vec<u32>,
+    /// Analytic prefill FLOPs.
+    pub flops: u64,
+}
+
+/// One prompt under one contender compared with its unpruned run, in token ids.
+#[derive(Debug, Clone)]
+pub struct ContenderRun {
+    /// Tokens that reached the last layer.
+    pub final_tokens: usize,
+    pub first_token: u32,
+    pub first_token_agree: bool,
+    /// KL(P_baseline ‖ P_this), nats, of the last-token distributions.
+    pub kl: f64,
+    pub top_k_overlap: f64,
+    /// The greedy continuation; `None` when none was asked for.
+    pub continuation: Option<Vec<u32>>,
+    /// Analytic prefill FLOPs of the model and of the scorer.
+    pub flops: PrefillFlops,
+}
+
+/// Prompt `index` (`ids`) run unpruned, then under every contender (in order), compared: the
+/// agreement check of `sdtp eval agreement` and of `sdtp train-predictor --agreement` alike.
+/// Every run of the prompt is seeded with `derive_seed(config.seed, [index])`, so a prompt
+/// gives the same answer whatever else runs with it.
+pub fn compare_prompt(
+    model: &Llama,
+    index: usize,
+    ids: &[u32],
+    contenders: &[Contender],
+    config: &AgreementConfig,
+) -> Result<(BaselineRun, Vec<ContenderRun>)> {
+    let shape = FlopShape::from(model.config());
+    let n = config.continuation_tokens;
+    let seed = derive_seed(config.seed, &[index as u64]);
+    let base = prefill(model, ids, &PruneSchedule::none(), seed)?;
+    let base_flops = prefill_flops(&shape, &base.stats, None).model;
+    let base_logits = last_logits(&base)?;
+    let base_first = argmax(&base_logits).unwrap_or(0) as u32;
+    let base_cont = greedy_continuation(model, ids, base, n, &config.eos_token_ids)?;
+    let mut runs = Vec::with_capacity(contenders.len());
+    for contender in contenders {
+        let schedule = &contender.schedule;
+        let out = prefill(model, ids, schedule, seed)?;
+        let flops = prefill_flops(&shape, &out.stats, ScorerCost::of(schedule));
+        let final_tokens = out.final_len();
+        let logits = last_logits(&out)?;
+        let first = argmax(&logits).unwrap_or(0) as u32;
+        let continuation = if n > 0 {
+            Some(greedy_continuation(
+                model,
+                ids,
+                out,
+                n,
+                &config.eos_token_ids,
+            )?)
+        } else {
+            None
+        };
+        runs.push(ContenderRun {
+            final_tokens,
+            first_token: first,
+            first_token_agree: first == base_first,
+            kl: kl_divergence(&base_logits, &logits),
+            top_k_overlap: top_k_overlap(&base_logits, &logits, config.top_k),
+            continuation,
+            flops,
+        });
+    }
+    let base = BaselineRun {
+        first_token: base_first,
+        continuation: base_cont,
+        flops: base_flops,
+    };
+    Ok((base, runs))
 }
 
 /// (matched tokens, identical) of a continuation against the baseline's, out of `max`:

@@ -9,17 +9,20 @@
 //! - [`ruler`]: NVIDIA RULER's synthetic tasks (needles, variable tracking, word counts);
 //! - [`sweep`]: keep ratios × scorers → the speed–fidelity points and their Pareto frontier
 //!   ([`plot`]: the SVG);
-//! - [`metrics`]: the pure metric functions; [`forward`]: the model runs they need;
-//! - [`report`], [`table`]: the JSON reports (docs/eval.md) and the stdout tables.
+//! - [`forward`]: the model runs they need (the metrics are the shared `crate::metrics`);
+//! - [`report`], [`table`]: the JSON reports (docs/eval.md) and the stdout tables;
+//! - [`tokenize`]: prompts and texts as fed to the model (chat template, limits, checks);
+//!   [`runs`]: each run from a loaded model to its finished report.
 
 pub mod agreement;
 pub mod forward;
-pub mod metrics;
 pub mod passkey;
 pub mod perplexity;
 pub mod plot;
 pub mod prompts;
 pub mod report;
 pub mod ruler;
+pub mod runs;
 pub mod sweep;
 pub mod table;
+pub mod tokenize;

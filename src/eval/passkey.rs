@@ -20,10 +20,10 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::forward::{greedy_continuation, prefill};
-use super::report::{derive_seed, Contender, BASELINE};
 use crate::model::llama::Llama;
 use crate::model::text::TextCodec;
 use crate::prune::schedule::PruneSchedule;
+use crate::report::{derive_seed, Contender, BASELINE};
 
 /// The instructions that open the prompt (llama.cpp's `prompt_prefix`).
 pub const PREFIX: &str = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz you about the important information there.";

@@ -18,10 +18,11 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::forward::{last_logits, prefill, teacher_forced_logits};
-use super::metrics::{argmax, kl_divergence, mean, nll, percentile, perplexity};
-use super::report::{derive_seed, Contender, BASELINE};
+use crate::metrics::summary::{mean, percentile};
+use crate::metrics::{argmax, kl_divergence, nll, perplexity};
 use crate::model::llama::Llama;
 use crate::prune::schedule::PruneSchedule;
+use crate::report::{derive_seed, Contender, BASELINE};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PerplexityConfig {

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::profile::prompt::Document;
+use crate::corpus::Document;
 
 /// The default prompt set, one JSON object per line.
 pub const DEFAULT_PROMPTS_JSONL: &str = include_str!("../../data/eval/agreement.jsonl");
@@ -241,7 +241,7 @@ mod tests {
     use super::*;
 
     fn docs() -> Vec<Document> {
-        crate::profile::prompt::shipped_documents().unwrap()
+        crate::corpus::shipped_documents().unwrap()
     }
 
     fn bytes(text: &str) -> Result<usize> {

@@ -1,6 +1,7 @@
-//! What every `sdtp eval … --json` report starts with: the same provenance `sdtp profile`
-//! records (sdtp version, git commit, date, model, device, dtype, seed), and the contenders
-//! it compared. Layouts are documented in docs/eval.md; fields are added, never renamed.
+//! The `sdtp eval … --json` reports, assembled from what the runners return. Each starts with
+//! the same provenance `sdtp profile` records (`crate::report::RunInfo`: sdtp version, git
+//! commit, date, model, device, dtype) and the seed, then the contenders it compared. Layouts
+//! are documented in docs/eval.md; fields are added, never renamed.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -13,15 +14,10 @@ use super::passkey::{PasskeyCell, PasskeyConfig, PasskeyRow};
 use super::perplexity::{PerplexityConfig, PerplexitySummary, WindowRow};
 use super::sweep::SweepPoint;
 use crate::model::load::LoadedModel;
-use crate::profile::report::{RunInfo, ScheduleInfo};
-use crate::prune::schedule::PruneSchedule;
-use crate::prune::scorer::effective_scorer_kind;
+use crate::report::{RunInfo, ScheduleInfo};
 
 /// Version of the eval JSON layouts.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// The `mode` of the unpruned run.
-pub const BASELINE: &str = "baseline";
 
 /// Provenance shared by every eval report (flattened into it): what a profile report starts
 /// with, and the seed.
@@ -176,65 +172,6 @@ pub struct SweepReport {
     pub rows: Vec<AgreementRow>,
 }
 
-/// One schedule × scorer compared with the baseline.
-#[derive(Debug, Clone)]
-pub struct Contender {
-    /// What reports say about it; `info.mode` is its label ("keep09/attention", or "none"
-    /// for an empty schedule).
-    pub info: ScheduleInfo,
-    /// With its scorer named (never `None` when it has stages).
-    pub schedule: PruneSchedule,
-}
-
-impl Contender {
-    /// Labels `schedule` as `name/scorer` (just `name` when it prunes nothing) and fixes its
-    /// scorer to the one it would use.
-    pub fn new(mut schedule: PruneSchedule, mapping: Option<String>) -> Self {
-        let scorer = (!schedule.stages.is_empty()).then(|| effective_scorer_kind(&schedule));
-        if scorer.is_some() {
-            schedule.scorer = scorer;
-        }
-        let mode = match scorer {
-            Some(kind) => format!("{}/{}", schedule.name, kind.as_str()),
-            None => schedule.name.clone(),
-        };
-        Self {
-            info: ScheduleInfo::of(mode, &schedule, mapping),
-            schedule,
-        }
-    }
-
-    pub fn mode(&self) -> &str {
-        &self.info.mode
-    }
-}
-
-/// A seed for one unit of work (a prompt, a passkey trial) derived from the run's `--seed`
-/// and the unit's coordinates, so every unit is reproducible on its own, whatever else
-/// runs with it (SplitMix64 finaliser over the mixed inputs).
-pub fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
-    let mut x = seed;
-    for &p in parts {
-        x = splitmix(x ^ splitmix(p.wrapping_add(0x9E37_79B9_7F4A_7C15)));
-    }
-    splitmix(x)
-}
-
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Pretty JSON of a report, newline-terminated, written atomically (see
-/// `profile::report::write_atomic`): nothing is left at `path` if it fails.
-pub fn write_json<T: Serialize>(path: &Path, report: &T) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(report).context("cannot serialise the report")?;
-    text.push('\n');
-    crate::profile::report::write_atomic(path, text.as_bytes())
-}
-
 /// Reads a report written by `--json`, checking its schema version.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path, what: &str) -> Result<T> {
     let text =
@@ -250,31 +187,4 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path, what: &str) -> Resul
     }
     serde_json::from_value(value)
         .with_context(|| format!("{} is not an sdtp eval {what} report", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn derived_seeds_are_stable_and_distinct() {
-        assert_eq!(derive_seed(1, &[2, 3]), derive_seed(1, &[2, 3]));
-        assert_ne!(derive_seed(1, &[2, 3]), derive_seed(1, &[3, 2]));
-        assert_ne!(derive_seed(1, &[0]), derive_seed(2, &[0]));
-        assert_ne!(derive_seed(1, &[0]), derive_seed(1, &[1]));
-    }
-
-    #[test]
-    fn contender_labels() {
-        let none = Contender::new(PruneSchedule::none(), None);
-        assert_eq!(none.mode(), "none");
-        assert_eq!(none.info.scorer, None);
-        let keep = PruneSchedule::preset("keep09", 30).unwrap().schedule;
-        let c = Contender::new(keep, None);
-        assert_eq!(c.mode(), "keep09/attention");
-        assert_eq!(
-            c.schedule.scorer,
-            Some(crate::prune::schedule::ScorerKind::Attention)
-        );
-    }
 }

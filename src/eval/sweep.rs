@@ -80,7 +80,7 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<bool> {
 /// frontiers marked. `ratios[i]` is the keep ratio of `summaries[i]`.
 pub fn sweep_points(summaries: &[AgreementSummary], ratios: &[f64]) -> Vec<SweepPoint> {
     let mut points = vec![SweepPoint {
-        mode: super::report::BASELINE.to_string(),
+        mode: crate::report::BASELINE.to_string(),
         keep_ratio: 1.0,
         scorer: None,
         flop_reduction: 0.0,

@@ -2,10 +2,10 @@
 
 use std::fmt::Write;
 
-use super::report::{AgreementReport, PasskeyReport, PerplexityReport, SweepReport, BASELINE};
+use super::report::{AgreementReport, PasskeyReport, PerplexityReport, SweepReport};
 use super::ruler::report::RulerReport;
 use super::sweep::fmt_ratio;
-use crate::profile::report::RunInfo;
+use crate::report::{RunInfo, BASELINE};
 
 fn pct(v: f64) -> String {
     format!("{:.1}%", v * 100.0)

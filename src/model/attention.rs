@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
-use super::llama::Kernels;
+use super::kernels::Kernels;
 
 /// Queries per block. Bounds the score buffer; large enough to keep matmuls efficient.
 pub const QUERY_BLOCK: usize = 256;

@@ -1,12 +1,13 @@
 //! `ModelConfig`: the shape and hyper-parameters of a Llama-family model, read from a HF
 //! `config.json`, from GGUF metadata, or from a `synthetic:` preset, and validated at load.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file;
 use serde::{Deserialize, Serialize};
+
+use super::gguf_meta::Metadata;
 
 /// The model families that share our one forward implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,8 +166,8 @@ impl ModelConfig {
     /// Reads the `llama.*` metadata of a GGUF file. `has_output_weight` says whether the file
     /// carries a separate `output.weight` (otherwise the embeddings are tied).
     pub fn from_gguf(content: &gguf_file::Content) -> Result<Self> {
-        let md = &content.metadata;
-        let arch = md_string(md, "general.architecture")?;
+        let md = Metadata(&content.metadata);
+        let arch = md.required_string("general.architecture")?;
         if arch != "llama" {
             bail!("unsupported GGUF architecture \"{arch}\" (supported: llama)");
         }
@@ -178,30 +179,34 @@ impl ModelConfig {
             .shape
             .dims2()
             .context("GGUF token_embd.weight is not 2-D")?;
-        let num_attention_heads = md_usize(md, "llama.attention.head_count")?;
-        let num_key_value_heads =
-            md_usize(md, "llama.attention.head_count_kv").unwrap_or(num_attention_heads);
-        let head_dim = md_usize(md, "llama.attention.key_length")
+        let num_attention_heads = md.required_usize("llama.attention.head_count")?;
+        let num_key_value_heads = md
+            .required_usize("llama.attention.head_count_kv")
+            .unwrap_or(num_attention_heads);
+        let head_dim = md
+            .required_usize("llama.attention.key_length")
             .unwrap_or(hidden_size / num_attention_heads.max(1));
         let config = Self {
             architecture: Architecture::Llama,
             vocab_size,
-            hidden_size: md_usize(md, "llama.embedding_length")?,
-            intermediate_size: md_usize(md, "llama.feed_forward_length")?,
-            num_hidden_layers: md_usize(md, "llama.block_count")?,
+            hidden_size: md.required_usize("llama.embedding_length")?,
+            intermediate_size: md.required_usize("llama.feed_forward_length")?,
+            num_hidden_layers: md.required_usize("llama.block_count")?,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            rms_norm_eps: md_f64(md, "llama.attention.layer_norm_rms_epsilon")?,
-            rope_theta: md_f64(md, "llama.rope.freq_base").unwrap_or(10_000.0),
+            rms_norm_eps: md.required_f64("llama.attention.layer_norm_rms_epsilon")?,
+            rope_theta: md.required_f64("llama.rope.freq_base").unwrap_or(10_000.0),
             rope_scaling: None,
-            max_position_embeddings: md_usize(md, "llama.context_length").unwrap_or(4096),
+            max_position_embeddings: md.required_usize("llama.context_length").unwrap_or(4096),
             tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
             attention_bias: false,
-            bos_token_id: md_usize(md, "tokenizer.ggml.bos_token_id")
+            bos_token_id: md
+                .required_usize("tokenizer.ggml.bos_token_id")
                 .ok()
                 .map(|v| v as u32),
-            eos_token_ids: md_usize(md, "tokenizer.ggml.eos_token_id")
+            eos_token_ids: md
+                .required_usize("tokenizer.ggml.eos_token_id")
                 .ok()
                 .map(|v| vec![v as u32])
                 .unwrap_or_default(),
@@ -327,47 +332,6 @@ impl EosIds {
             EosIds::One(id) => vec![id],
             EosIds::Many(ids) => ids,
         }
-    }
-}
-
-fn md_get<'a>(
-    md: &'a HashMap<String, gguf_file::Value>,
-    key: &str,
-) -> Result<&'a gguf_file::Value> {
-    md.get(key)
-        .with_context(|| format!("GGUF metadata key {key} is missing"))
-}
-
-fn md_string(md: &HashMap<String, gguf_file::Value>, key: &str) -> Result<String> {
-    Ok(md_get(md, key)?
-        .to_string()
-        .with_context(|| format!("GGUF metadata key {key} is not a string"))?
-        .clone())
-}
-
-fn md_usize(md: &HashMap<String, gguf_file::Value>, key: &str) -> Result<usize> {
-    use gguf_file::Value as V;
-    let value = md_get(md, key)?;
-    let n: u64 = match value {
-        V::U8(v) => *v as u64,
-        V::U16(v) => *v as u64,
-        V::U32(v) => *v as u64,
-        V::U64(v) => *v,
-        V::I8(v) if *v >= 0 => *v as u64,
-        V::I16(v) if *v >= 0 => *v as u64,
-        V::I32(v) if *v >= 0 => *v as u64,
-        V::I64(v) if *v >= 0 => *v as u64,
-        _ => bail!("GGUF metadata key {key} is not a non-negative integer"),
-    };
-    usize::try_from(n).with_context(|| format!("GGUF metadata key {key} is too large"))
-}
-
-fn md_f64(md: &HashMap<String, gguf_file::Value>, key: &str) -> Result<f64> {
-    use gguf_file::Value as V;
-    match md_get(md, key)? {
-        V::F32(v) => Ok(*v as f64),
-        V::F64(v) => Ok(*v),
-        _ => bail!("GGUF metadata key {key} is not a float"),
     }
 }
 

@@ -48,8 +48,8 @@ pub fn try_flash_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<
 }
 
 /// Mean attention each of the n keys gets from the last `tail` queries, per head, as
-/// (heads, n) f32: [`super::attention::tail_attention`] fused, or `None` when
-/// the kernels do not cover these inputs. `cudnn_stats` are the (heads, t) natural-log row
+/// (heads, n) f32: `tail_attention` of `attention.rs` fused, or `None` when the kernels do
+/// not cover these inputs. `cudnn_stats` are the (heads, t) natural-log row
 /// log-sum-exps cuDNN's attention already produced; without them a statistics pass over the
 /// tail rows computes them first.
 pub fn try_tail_attention(

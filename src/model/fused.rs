@@ -4,7 +4,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::llama::Kernels;
+use super::kernels::Kernels;
 
 /// silu(gate) · up, the SwiGLU activation. gate and up may be row-strided views (the two
 /// halves of a fused gate/up projection); the result is contiguous.

@@ -17,6 +17,9 @@ use super::quant::{QEmbedding, QuantSource};
 use super::rope::RotaryEmbedding;
 use super::text::SentenceEnds;
 
+// Defined in the leaf `kernels` module, which the ops import; part of the model's API here.
+pub use super::kernels::Kernels;
+
 /// Token positions of the rows of a hidden-state tensor, with their RoPE angles.
 #[derive(Debug, Clone)]
 pub struct Positions {
@@ -60,22 +63,6 @@ impl Positions {
     }
 }
 
-/// Which kernels the forward pass runs. candle's fused kernels for RmsNorm, softmax and RoPE
-/// (`candle_nn::ops::rms_norm`, `softmax_last_dim`, `rotary_emb::rope`) have no backward pass,
-/// and the KV cache copies keys and values into its buffer in place, which autograd cannot
-/// see either. `Differentiable` swaps in candle's basic-op versions of the same maths (and
-/// hands attention the fresh keys and values rather than the cache's copy), so that
-/// `Tensor::backward` reaches every hidden state: what `sdtp saliency` needs for its
-/// gradient × hidden labels. Same layer code either way; `Fast`, the default, is the one
-/// every inference path uses, bit for bit as before.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Kernels {
-    #[default]
-    Fast,
-    /// Slower, numerically a few ulps from `Fast`, and differentiable end to end.
-    Differentiable,
-}
-
 /// RmsNorm with the kernel `kernels` asks for.
 fn rms_norm(norm: &RmsNorm, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
     match kernels {
@@ -101,7 +88,6 @@ struct Attention {
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
-    kernels: Kernels,
 }
 
 /// Where the matrices come from: `vb` for dense weights (and every norm and bias), `quant`
@@ -156,7 +142,6 @@ impl Attention {
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,
             head_dim: d,
-            kernels: Kernels::Fast,
         })
     }
 
@@ -167,9 +152,10 @@ impl Attention {
         rope: &RotaryEmbedding,
         cache: &mut LayerCache,
         tail_queries: Option<usize>,
+        kernels: Kernels,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, t, _) = x.dims3()?;
-        let (q, k, v) = if self.kernels == Kernels::Fast && x.device().is_cuda() {
+        let (q, k, v) = if kernels == Kernels::Fast && x.device().is_cuda() {
             // On CUDA: rotate q and k in the projection's (b, t, heads, d) layout; the
             // attention kernels read q through its strides, and k and v reach the cache's
             // (b, heads, t, d) layout through one coalesced copy each (candle's generic
@@ -191,8 +177,7 @@ impl Attention {
                     .reshape((b, t, n, self.head_dim))?
                     .transpose(1, 2)
             };
-            let rotate =
-                |x: &Tensor| rope.apply_with(x, &positions.cos, &positions.sin, self.kernels);
+            let rotate = |x: &Tensor| rope.apply_with(x, &positions.cos, &positions.sin, kernels);
             (
                 rotate(&heads(&self.q_proj, self.num_heads)?)?,
                 rotate(&heads(&self.k_proj, self.num_kv_heads)?)?,
@@ -201,7 +186,7 @@ impl Attention {
         };
         let cached = cache.len();
         let (mut k_all, mut v_all) = cache.append(&k, &v, positions.ids())?;
-        if self.kernels == Kernels::Differentiable {
+        if kernels == Kernels::Differentiable {
             // The cache's buffer was filled in place: rebuild the same values from the
             // tracked k and v so the gradient flows through keys and values too.
             (k_all, v_all) = if cached == 0 {
@@ -213,7 +198,7 @@ impl Attention {
                 )
             };
         }
-        let (y, tail) = match self.kernels {
+        let (y, tail) = match kernels {
             Kernels::Fast => {
                 attention::causal_attention_and_tail(&q, &k_all, &v_all, tail_queries)?
             }
@@ -296,17 +281,16 @@ impl Mlp {
     }
 }
 
-/// One transformer block: pre-norm attention and pre-norm SwiGLU MLP with residuals.
+/// The weights of one transformer block, as [`Llama`] stores them.
 #[derive(Debug, Clone)]
-pub struct DecoderLayer {
+struct LayerWeights {
     input_layernorm: RmsNorm,
     self_attn: Attention,
     post_attention_layernorm: RmsNorm,
     mlp: Mlp,
-    kernels: Kernels,
 }
 
-impl DecoderLayer {
+impl LayerWeights {
     fn load(vb: VarBuilder, cfg: &ModelConfig, src: WeightSources) -> Result<Self> {
         let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
         Ok(Self {
@@ -318,10 +302,20 @@ impl DecoderLayer {
                 vb.pp("post_attention_layernorm"),
             )?,
             mlp: Mlp::load(vb.pp("mlp"), cfg, src)?,
-            kernels: Kernels::Fast,
         })
     }
+}
 
+/// One transformer block of a [`Llama`]: pre-norm attention and pre-norm SwiGLU MLP with
+/// residuals. Borrowed from the model by [`Llama::layers`], it runs the model's [`Kernels`],
+/// which the model alone stores.
+#[derive(Debug, Clone, Copy)]
+pub struct DecoderLayer<'a> {
+    weights: &'a LayerWeights,
+    kernels: Kernels,
+}
+
+impl DecoderLayer<'_> {
     /// Runs the block on `hidden` (1, len, hidden) whose rows sit at `positions`, appending
     /// their keys and values to `cache`; the new rows attend causally to everything cached.
     /// With `tail_queries = Some(m)` it also returns the attention the last m queries paid
@@ -353,12 +347,14 @@ impl DecoderLayer {
         cache: &mut LayerCache,
         tail_queries: Option<usize>,
     ) -> Result<LayerOutput> {
-        let (attn, tail_attention) = self.self_attn.forward(
-            &rms_norm(&self.input_layernorm, hidden, self.kernels)?,
+        let layer = self.weights;
+        let (attn, tail_attention) = layer.self_attn.forward(
+            &rms_norm(&layer.input_layernorm, hidden, self.kernels)?,
             positions,
             rope,
             cache,
             tail_queries,
+            self.kernels,
         )?;
         Ok(LayerOutput {
             hidden: (hidden + attn)?,
@@ -368,8 +364,9 @@ impl DecoderLayer {
 
     /// The second half of [`DecoderLayer::forward`]: pre-norm SwiGLU MLP and its residual.
     pub fn feed_forward(&self, hidden: &Tensor) -> Result<Tensor> {
-        let mlp = self.mlp.forward(
-            &rms_norm(&self.post_attention_layernorm, hidden, self.kernels)?,
+        let layer = self.weights;
+        let mlp = layer.mlp.forward(
+            &rms_norm(&layer.post_attention_layernorm, hidden, self.kernels)?,
             self.kernels,
         )?;
         hidden + mlp
@@ -386,7 +383,7 @@ enum Embed {
 #[derive(Debug, Clone)]
 pub struct Llama {
     embed_tokens: Embed,
-    layers: Vec<DecoderLayer>,
+    layers: Vec<LayerWeights>,
     norm: RmsNorm,
     lm_head: Proj,
     rope: RotaryEmbedding,
@@ -432,7 +429,7 @@ impl Llama {
             None => src.proj(hidden, vocab, false, vb.pp("lm_head"))?,
         };
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::load(vb.pp(format!("model.layers.{i}")), cfg, src))
+            .map(|i| LayerWeights::load(vb.pp(format!("model.layers.{i}")), cfg, src))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             embed_tokens,
@@ -462,10 +459,6 @@ impl Llama {
     /// weights are shared, not copied. See [`Kernels`] for why this exists.
     pub fn with_kernels(mut self, kernels: Kernels) -> Self {
         self.kernels = kernels;
-        for layer in &mut self.layers {
-            layer.kernels = kernels;
-            layer.self_attn.kernels = kernels;
-        }
         self
     }
 
@@ -485,8 +478,15 @@ impl Llama {
         &self.device
     }
 
-    pub fn layers(&self) -> &[DecoderLayer] {
-        &self.layers
+    /// The layers in order, each running this model's [`Kernels`].
+    pub fn layers(&self) -> Vec<DecoderLayer<'_>> {
+        self.layers
+            .iter()
+            .map(|weights| DecoderLayer {
+                weights,
+                kernels: self.kernels,
+            })
+            .collect()
     }
 
     pub fn rope(&self) -> &RotaryEmbedding {

@@ -1,4 +1,16 @@
-//! The Llama-family model and everything needed to load it.
+//! The Llama-family model and everything needed to load it; knows nothing of pruning.
+//!
+//! - [`config`]: `ModelConfig` from config.json, GGUF metadata (read through `gguf_meta`) or
+//!   a `synthetic:` preset, validated before any tensor exists;
+//! - [`load`]: what `--model` names and `--weights` asks for, and the loaded model with its
+//!   tokenizer ([`tokenizer`], [`text`]: text in and out, chat template, sentence ends);
+//! - [`weights`], [`quant`], [`proj`]: where the tensors come from (GGUF, safetensors,
+//!   synthetic), quantized blocks kept as stored, and a projection that is dense or quantized;
+//! - [`llama`]: embeddings, decoder layers (`attend`, then `feed_forward`), norm and lm_head;
+//!   [`cache`]: the per-layer K/V of exactly the tokens each layer saw;
+//! - the ops: [`attention`] (with the tail scores the attention scorer reads), [`rope`] at
+//!   explicit positions, [`fused`] CPU/CUDA kernels, `flash`/`cudnn` attention on CUDA, and
+//!   [`kernels`], the leaf switch between fused and differentiable kernels they all read.
 
 pub mod attention;
 pub mod cache;
@@ -10,6 +22,8 @@ pub mod cudnn;
 #[cfg(feature = "cuda")]
 pub mod flash;
 pub mod fused;
+mod gguf_meta;
+pub mod kernels;
 pub mod llama;
 pub mod load;
 pub mod proj;

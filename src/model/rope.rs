@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::config::{Llama3RopeScaling, ModelConfig};
-use super::llama::Kernels;
+use super::kernels::Kernels;
 
 #[derive(Debug, Clone)]
 pub struct RotaryEmbedding {

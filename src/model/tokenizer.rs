@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{anyhow, bail, ensure, Result};
-use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::gguf_file;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
@@ -32,6 +32,8 @@ use tokenizers::{
     AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
     SplitDelimiterBehavior, Tokenizer,
 };
+
+use super::gguf_meta::{missing_key, Metadata};
 
 const KEY_MODEL: &str = "tokenizer.ggml.model";
 const KEY_PRE: &str = "tokenizer.ggml.pre";
@@ -488,142 +490,10 @@ fn special_token_template(
     Ok(Some(template))
 }
 
-fn missing_key(key: &str) -> anyhow::Error {
-    anyhow!("GGUF metadata key `{key}` is missing")
-}
-
-/// Typed, key-naming access to GGUF metadata.
-struct Metadata<'a>(&'a HashMap<String, Value>);
-
-impl Metadata<'_> {
-    fn string(&self, key: &str) -> Result<Option<&str>> {
-        match self.0.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(v) => bail!(
-                "GGUF metadata `{key}` must be a string, found {:?}",
-                v.value_type()
-            ),
-        }
-    }
-
-    fn bool(&self, key: &str) -> Result<Option<bool>> {
-        match self.0.get(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => bail!(
-                "GGUF metadata `{key}` must be a bool, found {:?}",
-                v.value_type()
-            ),
-        }
-    }
-
-    /// A token id, checked against the vocabulary size.
-    fn token_id(&self, key: &str, vocab_size: usize) -> Result<Option<u32>> {
-        let Some(value) = self.0.get(key) else {
-            return Ok(None);
-        };
-        let id = integer(value).ok_or_else(|| {
-            anyhow!(
-                "GGUF metadata `{key}` must be an integer, found {:?}",
-                value.value_type()
-            )
-        })?;
-        match u32::try_from(id) {
-            Ok(id) if (id as usize) < vocab_size => Ok(Some(id)),
-            _ => bail!(
-                "GGUF metadata `{key}` = {id} is out of range for a vocabulary of {vocab_size}"
-            ),
-        }
-    }
-
-    fn array(&self, key: &str) -> Result<Option<&Vec<Value>>> {
-        match self.0.get(key) {
-            None => Ok(None),
-            Some(Value::Array(values)) => Ok(Some(values)),
-            Some(v) => bail!(
-                "GGUF metadata `{key}` must be an array, found {:?}",
-                v.value_type()
-            ),
-        }
-    }
-
-    fn strings(&self, key: &str) -> Result<Option<Vec<String>>> {
-        let Some(values) = self.array(key)? else {
-            return Ok(None);
-        };
-        let strings = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::String(s) => Ok(s.clone()),
-                v => bail!(
-                    "GGUF metadata `{key}` must be an array of strings, element {i} is {:?}",
-                    v.value_type()
-                ),
-            })
-            .collect::<Result<_>>()?;
-        Ok(Some(strings))
-    }
-
-    fn ints(&self, key: &str) -> Result<Option<Vec<i64>>> {
-        let Some(values) = self.array(key)? else {
-            return Ok(None);
-        };
-        let ints = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                integer(v).and_then(|x| i64::try_from(x).ok()).ok_or_else(|| {
-                    anyhow!(
-                        "GGUF metadata `{key}` must be an array of i64-range integers, element {i} is {:?}",
-                        v.value_type()
-                    )
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(Some(ints))
-    }
-
-    fn floats(&self, key: &str) -> Result<Option<Vec<f32>>> {
-        let Some(values) = self.array(key)? else {
-            return Ok(None);
-        };
-        let floats = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::F32(x) => Ok(*x),
-                Value::F64(x) => Ok(*x as f32),
-                v => bail!(
-                    "GGUF metadata `{key}` must be an array of floats, element {i} is {:?}",
-                    v.value_type()
-                ),
-            })
-            .collect::<Result<_>>()?;
-        Ok(Some(floats))
-    }
-}
-
-/// Any GGUF integer type, widened losslessly; `None` for non-integers.
-fn integer(value: &Value) -> Option<i128> {
-    match value {
-        Value::U8(x) => Some(i128::from(*x)),
-        Value::I8(x) => Some(i128::from(*x)),
-        Value::U16(x) => Some(i128::from(*x)),
-        Value::I16(x) => Some(i128::from(*x)),
-        Value::U32(x) => Some(i128::from(*x)),
-        Value::I32(x) => Some(i128::from(*x)),
-        Value::U64(x) => Some(i128::from(*x)),
-        Value::I64(x) => Some(i128::from(*x)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::gguf_file::{Content, VersionedMagic};
+    use candle_core::quantized::gguf_file::{Content, Value, VersionedMagic};
 
     fn strings(items: &[&str]) -> Value {
         Value::Array(items.iter().map(|s| Value::String(s.to_string())).collect())

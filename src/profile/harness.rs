@@ -18,20 +18,18 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 
-use super::flops::{prefill_flops, FlopShape, ScorerCost};
 use super::memory::PeakMemory;
 use super::prompt::PromptSource;
-use super::report::{
-    Kept, MetricSummaries, ModeResult, Repetition, ScheduleInfo, Speedup, StageCount, BASELINE,
-};
-use super::summary::{ratio, Summary};
+use super::report::{Kept, MetricSummaries, ModeResult, Repetition, Speedup, StageCount};
 use crate::device::synchronize;
 use crate::generate::{generate, SamplingConfig};
+use crate::metrics::flops::{prefill_flops, FlopShape, ScorerCost};
+use crate::metrics::summary::{ratio, Summary};
 use crate::model::llama::Llama;
 use crate::prefill::{prefill_with_pruning, LayerStats, PrefillOptions};
-use crate::prune::schedule::PruneSchedule;
-use crate::prune::scorer::{build_scorer, effective_scorer_kind};
-use crate::stats::{LayerRecord, PruneLog};
+use crate::prune::scorer::build_scorer;
+use crate::prune_log::{LayerRecord, PruneLog};
+use crate::report::{Contender, BASELINE};
 
 /// Which part of a request is profiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,42 +54,6 @@ impl ProfileKind {
         match self {
             Self::End2End { new_tokens } => new_tokens,
             Self::Prefill => 1,
-        }
-    }
-}
-
-/// One mode under test: the baseline or a schedule.
-#[derive(Debug, Clone)]
-pub struct Contender {
-    pub info: ScheduleInfo,
-    pub schedule: PruneSchedule,
-}
-
-impl Contender {
-    /// The unpruned baseline: the same code path with an empty schedule.
-    pub fn baseline() -> Self {
-        Self::new(BASELINE, PruneSchedule::none(), None)
-    }
-
-    /// A schedule, reported under its own name.
-    pub fn schedule(schedule: PruneSchedule, mapping: Option<String>) -> Self {
-        Self::new(&schedule.name.clone(), schedule, mapping)
-    }
-
-    fn new(mode: &str, mut schedule: PruneSchedule, mapping: Option<String>) -> Self {
-        let scorer = (!schedule.stages.is_empty()).then(|| effective_scorer_kind(&schedule));
-        if let (Some(kind), None) = (scorer, schedule.scorer) {
-            // Said once here; naming it in the schedule keeps every run from saying it again.
-            tracing::info!(
-                "schedule {} names no scorer; using {}",
-                schedule.name,
-                kind.as_str()
-            );
-            schedule.scorer = Some(kind);
-        }
-        Self {
-            info: ScheduleInfo::of(mode.to_string(), &schedule, mapping),
-            schedule,
         }
     }
 }

@@ -5,7 +5,8 @@
 use anyhow::{bail, Result};
 use plotters::prelude::*;
 
-use super::report::{ProfileReport, BASELINE};
+use super::report::ProfileReport;
+use crate::report::BASELINE;
 
 const SIZE: (u32, u32) = (1280, 560);
 

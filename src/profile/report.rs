@@ -1,74 +1,20 @@
-//! The profile report: what `--json` writes (schema in docs/profile.md), the CSV summary,
-//! and atomic file writing.
+//! The profile report: what `--json` writes (schema in docs/profile.md) and the CSV summary.
+//! Its provenance and the writer are the shared ones (`crate::report`).
 //!
 //! Fields are added, never renamed; a change that breaks readers bumps [`SCHEMA_VERSION`].
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::flops::PrefillFlops;
 use super::memory::MemoryKind;
-use super::summary::Summary;
-use crate::device::device_name;
-use crate::model::load::LoadedModel;
-use crate::prune::schedule::{AttentionScoring, PruneSchedule, ScorerKind, Stage};
-use crate::prune::scorer::effective_scorer_kind;
+use crate::metrics::flops::PrefillFlops;
+use crate::metrics::summary::Summary;
+use crate::report::{RunInfo, ScheduleInfo, BASELINE};
 
 /// Version of the JSON layout below.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// The git commit this binary was built from (see build.rs), or "unknown".
-pub const GIT_COMMIT: &str = env!("SDTP_GIT_COMMIT");
-
-/// The sdtp version from Cargo.toml.
-pub const SDTP_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Provenance every report starts with, profile and eval alike (flattened into their JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunInfo {
-    pub schema_version: u32,
-    pub sdtp_version: String,
-    pub git_commit: String,
-    /// When the run started, RFC 3339 UTC.
-    pub date: String,
-    /// "end2end", "prefill", "agreement", "perplexity", "passkey" or "sweep".
-    pub command: String,
-    pub model: ModelInfo,
-    /// "cpu", "cuda:0", …
-    pub device: String,
-    /// "f32", "bf16", …
-    pub dtype: String,
-    /// Threads candle's CPU kernels use.
-    pub cpu_threads: usize,
-}
-
-impl RunInfo {
-    /// A report of `command` (layout `schema_version`) on `loaded` in `dtype`, started at
-    /// `started`, by this binary.
-    pub fn new(
-        schema_version: u32,
-        command: &str,
-        loaded: &LoadedModel,
-        dtype: candle_core::DType,
-        started: SystemTime,
-    ) -> Self {
-        Self {
-            schema_version,
-            sdtp_version: SDTP_VERSION.to_string(),
-            git_commit: GIT_COMMIT.to_string(),
-            date: humantime::format_rfc3339_seconds(started).to_string(),
-            command: command.to_string(),
-            model: ModelInfo::of(loaded),
-            device: device_name(loaded.model.device()),
-            dtype: dtype.as_str().to_string(),
-            cpu_threads: candle_core::utils::get_num_threads(),
-        }
-    }
-}
 
 /// One `sdtp profile end2end|prefill` run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,72 +28,6 @@ pub struct ProfileReport {
     pub schedules: Vec<ScheduleInfo>,
     /// One entry per (length, mode): lengths in the order asked, the baseline first.
     pub results: Vec<ModeResult>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
-    /// File or hub name, or `synthetic:<preset>`.
-    pub name: String,
-    pub synthetic: bool,
-    pub architecture: String,
-    pub num_layers: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_attention_heads: usize,
-    pub num_key_value_heads: usize,
-    pub head_dim: usize,
-    pub vocab_size: usize,
-    /// Longest prompt + generation the model accepts.
-    pub context_length: usize,
-    /// "quantized" or "dequantized" (`--weights`).
-    #[serde(default)]
-    pub weights: String,
-    /// How many matrices are held as each kind: "f32", "q8_0", "q4_1 as q8_0" (widened at
-    /// load for faster kernels), the embedding table counted as one.
-    #[serde(default)]
-    pub weight_kinds: std::collections::BTreeMap<String, usize>,
-    /// Bytes the weights take in memory.
-    #[serde(default)]
-    pub weight_bytes: u64,
-}
-
-impl ModelInfo {
-    /// The model block of a report (profile and eval alike) for a loaded model.
-    pub fn of(loaded: &LoadedModel) -> Self {
-        let cfg = loaded.model.config();
-        let (weight_bytes, weight_kinds) = loaded.model.weight_footprint();
-        Self {
-            name: loaded.source.display_name(),
-            synthetic: loaded.source.is_synthetic(),
-            architecture: format!("{:?}", cfg.architecture).to_lowercase(),
-            num_layers: cfg.num_hidden_layers,
-            hidden_size: cfg.hidden_size,
-            intermediate_size: cfg.intermediate_size,
-            num_attention_heads: cfg.num_attention_heads,
-            num_key_value_heads: cfg.num_key_value_heads,
-            head_dim: cfg.head_dim,
-            vocab_size: cfg.vocab_size,
-            context_length: cfg.max_position_embeddings,
-            weights: loaded.weights.as_str().to_string(),
-            weight_kinds,
-            weight_bytes: weight_bytes as u64,
-        }
-    }
-
-    /// "q4_1 as q8_0 weights (210 matrices), 97.4 MB" for a report's header line.
-    pub fn weights_label(&self) -> String {
-        let kinds = self
-            .weight_kinds
-            .iter()
-            .map(|(kind, n)| format!("{kind} ×{n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "{} weights [{kinds}] {:.1} MB",
-            self.weights,
-            self.weight_bytes as f64 / 1e6
-        )
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,45 +59,6 @@ pub struct PromptInfo {
 pub struct MemoryInfo {
     pub kind: MemoryKind,
     pub description: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScheduleInfo {
-    /// "baseline" or the schedule's name: the `mode` of its results.
-    pub mode: String,
-    /// "none" for the baseline.
-    pub name: String,
-    /// The scorer that ranked tokens; null for the baseline.
-    pub scorer: Option<String>,
-    pub stages: Vec<Stage>,
-    pub min_head_tokens: usize,
-    pub min_tail_ratio: f64,
-    /// Product of the keep ratios.
-    pub cumulative_keep: f64,
-    /// How a preset's layers were mapped onto this model, when they were.
-    pub mapping: Option<String>,
-    /// How the `attention` scorer read the attention; null for other scorers (absent in
-    /// reports before it existed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attention: Option<AttentionScoring>,
-}
-
-impl ScheduleInfo {
-    /// What reports say of `schedule` (its scorer already fixed), run as `mode`.
-    pub fn of(mode: String, schedule: &PruneSchedule, mapping: Option<String>) -> Self {
-        let scorer = (!schedule.stages.is_empty()).then(|| effective_scorer_kind(schedule));
-        Self {
-            mode,
-            name: schedule.name.clone(),
-            scorer: scorer.map(|k| k.as_str().to_string()),
-            stages: schedule.stages.clone(),
-            min_head_tokens: schedule.min_head_tokens,
-            min_tail_ratio: schedule.min_tail_ratio,
-            cumulative_keep: schedule.cumulative_keep(),
-            mapping,
-            attention: (scorer == Some(ScorerKind::Attention)).then_some(schedule.attention),
-        }
-    }
 }
 
 /// Tokens a pruning stage received and kept.
@@ -302,47 +143,10 @@ pub struct ModeResult {
     pub repetitions: Vec<Repetition>,
 }
 
-/// Writes `bytes` to `path` through `path.tmp` and a rename, so readers never see half a
-/// file and a failed run leaves none. Creates the parent folder. A symbolic link is written
-/// through (the file it points to is replaced, the link stays), and a special file such as
-/// `/dev/stdout` or a pipe is written directly: renaming over it would replace the device.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Ok(meta) = std::fs::metadata(path) {
-        if !meta.is_file() && !meta.is_dir() {
-            return std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .and_then(|mut f| f.write_all(bytes))
-                .with_context(|| format!("cannot write {}", path.display()));
-        }
-    }
-    let resolved = std::fs::canonicalize(path).ok();
-    let path = resolved.as_deref().unwrap_or(path);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create folder {}", dir.display()))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::anyhow!("cannot write {}: {e}", path.display())
-    })
-}
-
 impl ProfileReport {
     /// Pretty JSON, newline-terminated.
     pub fn to_json(&self) -> Result<String> {
-        let mut text = serde_json::to_string_pretty(self)?;
-        text.push('\n');
-        Ok(text)
+        crate::report::to_json(self)
     }
 
     /// Reads a report written by `--json`.
@@ -421,9 +225,6 @@ impl ProfileReport {
     }
 }
 
-/// The `mode` of baseline results.
-pub const BASELINE: &str = "baseline";
-
 /// Columns of [`ProfileReport::to_csv`].
 pub const CSV_COLUMNS: [&str; 35] = [
     "length",
@@ -499,43 +300,5 @@ mod tests {
         assert_eq!(fmt_num(2.0), "2");
         assert_eq!(fmt_num(1.234_567), "1.2346");
         assert_eq!(fmt_num(f64::NAN), "");
-    }
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub").join("r.json");
-        write_atomic(&path, b"one").unwrap();
-        write_atomic(&path, b"two").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two");
-        assert!(!dir.path().join("sub").join("r.json.tmp").exists());
-        // A folder in the way: an error, and nothing left behind.
-        let blocked = dir.path().join("blocked");
-        std::fs::create_dir(&blocked).unwrap();
-        assert!(write_atomic(&blocked, b"x").is_err());
-        assert!(!dir.path().join("blocked.tmp").exists());
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn atomic_write_goes_through_links_and_into_special_files() {
-        use std::os::unix::fs::FileTypeExt;
-        let dir = tempfile::tempdir().unwrap();
-        let real = dir.path().join("real.json");
-        std::fs::write(&real, "old").unwrap();
-        let link = dir.path().join("link.json");
-        std::os::unix::fs::symlink(&real, &link).unwrap();
-        write_atomic(&link, b"new").unwrap();
-        assert!(std::fs::symlink_metadata(&link)
-            .unwrap()
-            .file_type()
-            .is_symlink());
-        assert_eq!(std::fs::read_to_string(&real).unwrap(), "new");
-        // /dev/null stays the device (as root, a rename would have replaced it with a file).
-        write_atomic(Path::new("/dev/null"), b"{}").unwrap();
-        assert!(std::fs::metadata("/dev/null")
-            .unwrap()
-            .file_type()
-            .is_char_device());
     }
 }

@@ -1,9 +1,9 @@
 //! Human tables of a [`ProfileReport`]: aligned text for the terminal and GitHub markdown.
 //! Times are medians over the repetitions; prefill and total also show [min–max] ± sd.
 
-use super::flops::gflops;
 use super::report::{ModeResult, ProfileReport};
-use super::summary::Summary;
+use crate::metrics::flops::gflops;
+use crate::metrics::summary::Summary;
 
 /// How stdout shows the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

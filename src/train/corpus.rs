@@ -1,6 +1,6 @@
-//! The training corpus: documents from a JSONL file (`{"id", "text"}` per line, like
-//! `data/text/eighty_days.jsonl`) or a plain-text file (one document), split into train and
-//! held-out **by document**, and cut into fixed-length token windows.
+//! The training corpus: documents from a JSONL file (`{"id", "text"}` per line, like the
+//! shipped text; parsed by `crate::corpus`) or a plain-text file (one document), split into
+//! train and held-out **by document**, and cut into fixed-length token windows.
 //!
 //! Everything here is pure apart from reading the file, so the split and the windows are
 //! tested without a model.
@@ -10,12 +10,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-/// One document of the corpus.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Document {
-    pub id: String,
-    pub text: String,
-}
+use crate::corpus::{parse_documents, Document, SHIPPED_TEXT_PATH};
 
 /// Which side of the split a document (and every window cut from it) is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,13 +37,6 @@ pub struct Corpus {
     pub digest: String,
 }
 
-#[derive(Deserialize)]
-struct JsonDocument {
-    #[serde(default)]
-    id: Option<String>,
-    text: String,
-}
-
 /// Reads a corpus file. `.jsonl`: one `{"id": …, "text": …}` object per non-blank line (`id`
 /// defaults to `line-N`; other keys are ignored); anything else: the whole file is one
 /// document named after the file. Missing, unreadable, malformed or empty corpora are
@@ -56,7 +44,7 @@ struct JsonDocument {
 pub fn load_corpus(path: &Path) -> Result<Corpus> {
     if !path.exists() {
         bail!(
-            "corpus {} does not exist; pass --corpus with a JSONL file of {{\"id\", \"text\"}} documents (e.g. data/text/eighty_days.jsonl) or a plain-text file",
+            "corpus {} does not exist; pass --corpus with a JSONL file of {{\"id\", \"text\"}} documents (e.g. {SHIPPED_TEXT_PATH}) or a plain-text file",
             path.display()
         );
     }
@@ -74,7 +62,7 @@ pub fn load_corpus(path: &Path) -> Result<Corpus> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
     let documents = if is_jsonl {
-        parse_jsonl(&text, &path.display().to_string())?
+        parse_documents(&text, &path.display().to_string())?
     } else {
         let id = path
             .file_stem()
@@ -97,32 +85,7 @@ pub fn load_corpus(path: &Path) -> Result<Corpus> {
     })
 }
 
-/// Parses JSONL documents; errors name the line. Ids must be unique.
-pub fn parse_jsonl(text: &str, origin: &str) -> Result<Vec<Document>> {
-    let mut documents: Vec<Document> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let doc: JsonDocument = serde_json::from_str(line).map_err(|e| {
-            anyhow::anyhow!(
-                "corpus {origin} line {}: not a document (want {{\"id\": …, \"text\": …}}): {e}",
-                i + 1
-            )
-        })?;
-        let id = doc.id.unwrap_or_else(|| format!("line-{}", i + 1));
-        if documents.iter().any(|d| d.id == id) {
-            bail!(
-                "corpus {origin} line {}: document id {id:?} appears twice; ids must be unique",
-                i + 1
-            );
-        }
-        documents.push(Document { id, text: doc.text });
-    }
-    Ok(documents)
-}
-
-/// The document split: with `heldout_every = m > 0`, documents `m-1, 2m-1, …` (0-based, in
+/// The document split:/// The document split: with `heldout_every = m > 0`, documents `m-1, 2m-1, …` (0-based, in
 /// file order) are held out, so with m = 5 one document in five is; 0 holds nothing out.
 pub fn split_of(doc_index: usize, heldout_every: usize) -> Split {
     if heldout_every > 0 && doc_index % heldout_every == heldout_every - 1 {
@@ -276,25 +239,6 @@ mod tests {
         let plan = plan_windows(&ids, &[8, 4, 4], 4, 4, 2);
         assert_eq!(plan[1].doc, "b");
         assert_eq!(plan[1].split, Split::Heldout);
-    }
-
-    #[test]
-    fn jsonl_parsing_and_errors() {
-        let docs = parse_jsonl(
-            "{\"id\": \"x\", \"text\": \"hello\", \"title\": \"t\"}\n\n{\"text\": \"bye\"}\n",
-            "c.jsonl",
-        )
-        .unwrap();
-        assert_eq!(docs.len(), 2);
-        assert_eq!(docs[1].id, "line-3");
-        let e = parse_jsonl("{\"id\": \"x\"}", "c.jsonl").unwrap_err();
-        assert!(e.to_string().starts_with("corpus c.jsonl line 1:"), "{e}");
-        let e = parse_jsonl(
-            "{\"id\": \"x\", \"text\": \"a\"}\n{\"id\": \"x\", \"text\": \"b\"}",
-            "c.jsonl",
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("appears twice"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!   f32 (n, T), the training-free attention scorer's score of the same tokens.
 //!
 //! Shard metadata: `sdtp.model` (fingerprint), `sdtp.layers`, `sdtp.shard`, `sdtp.sequences`.
-//! A shard is written to `.partial` and renamed, so an existing shard is complete; a rerun
+//! A shard is written to `.tmp` and renamed, so an existing shard is complete; a rerun
 //! with the same settings skips those (resumable) and refuses a folder made with others.
 
 use std::collections::HashMap;
@@ -20,8 +20,8 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::corpus::{Split, WindowPlan};
+use super::safetensors_io::{read_metadata, write_safetensors, RawTensor};
 use super::saliency::SequenceLabels;
-use super::st::{read_metadata, write_atomic, RawTensor};
 use crate::prune::scorer::{PREDICTOR_LAYERS_KEY, PREDICTOR_MODEL_KEY};
 
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -293,7 +293,7 @@ pub fn write_shard(
         (SHARD_KEY.to_string(), index.to_string()),
         (SEQUENCES_KEY.to_string(), n.to_string()),
     ]);
-    write_atomic(&shard_path(dir, index), &tensors, metadata)
+    write_safetensors(&shard_path(dir, index), &tensors, metadata)
 }
 
 /// One stage of one stored sequence.

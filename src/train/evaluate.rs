@@ -6,23 +6,27 @@
 //!   learned predictor, the attention scorer, norm and random — all through the very
 //!   `Scorer` implementations inference uses.
 //! - [`agreement`]: the pruned prefill against the unpruned one on whole prompts: does the
-//!   next token stay the same, and how far does the next-token distribution move (KL)?
+//!   next token stay the same, and how far does the next-token distribution move (KL)? The
+//!   comparison and its seeding are `sdtp eval agreement`'s own (`eval::agreement`).
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde::Serialize;
 
-use super::corpus::{apportion, split_of, spread_starts, Document, Split};
+use super::corpus::{apportion, split_of, spread_starts, Split};
 use super::dataset::{hidden_f32, StoredSequence};
-use super::metrics::{argmax, kl_divergence, mean_sd, spearman, top_k_overlap};
+use super::metrics::{spearman, top_k_overlap};
+use crate::corpus::Document;
+use crate::eval::agreement::{compare_prompt, AgreementConfig};
+use crate::metrics::summary::{mean, mean_sd, median};
 use crate::model::llama::Llama;
 use crate::model::text::TextCodec;
-use crate::prefill::{prefill_with_pruning, PrefillOptions};
 use crate::prune::schedule::{AttentionScoring, PruneSchedule, ScorerKind};
 use crate::prune::scorer::{build_scorer, ScoreInput};
 use crate::prune::select::kept_len;
+use crate::report::Contender;
 
 /// One scorer at one stage, over the held-out sequences.
 #[derive(Debug, Clone, Serialize)]
@@ -180,8 +184,9 @@ pub struct AgreementStats {
     pub final_tokens_mean: f64,
 }
 
-/// Runs every prompt unpruned and under `schedule` with each scorer of `kinds`; the random
-/// scorer is seeded per prompt. `progress(i)` is called before prompt i.
+/// Runs every prompt unpruned and under `schedule` with each scorer of `kinds`, through
+/// `eval::agreement::compare_prompt` (so prompt i's runs are seeded as `sdtp eval agreement`
+/// seeds them, from `seed` and i). `progress(i)` is called before prompt i.
 pub fn agreement(
     model: &Llama,
     prompts: &[HeldoutPrompt],
@@ -191,31 +196,24 @@ pub fn agreement(
     seed: u64,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<AgreementStats>> {
-    let options = PrefillOptions::default();
-    let none = PruneSchedule::none();
-    let schedules: Vec<PruneSchedule> = kinds
+    let contenders: Vec<Contender> = kinds
         .iter()
-        .map(|&k| with_scorer(schedule, k, predictor))
+        .map(|&k| Contender::new(with_scorer(schedule, k, predictor), None))
         .collect();
+    let config = AgreementConfig {
+        continuation_tokens: 0,
+        top_k: 1,
+        seed,
+        eos_token_ids: Vec::new(),
+    };
     // (agree, kl, final tokens) per scorer and prompt.
     let mut results: Vec<Vec<(bool, f64, usize)>> = vec![Vec::new(); kinds.len()];
     for (i, prompt) in prompts.iter().enumerate() {
         progress(i);
-        let mut base_scorer = build_scorer(&none, model.config(), model.device(), seed)?;
-        let base = prefill_with_pruning(model, &prompt.ids, &none, base_scorer.as_mut(), &options)
+        let (_, runs) = compare_prompt(model, i, &prompt.ids, &contenders, &config)
             .with_context(|| format!("prompt {}", prompt.id))?;
-        let base_logits = base.last_logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        let base_top = argmax(&base_logits);
-        for (k, s) in schedules.iter().enumerate() {
-            let mut scorer = build_scorer(s, model.config(), model.device(), seed + i as u64)?;
-            let out = prefill_with_pruning(model, &prompt.ids, s, scorer.as_mut(), &options)
-                .with_context(|| format!("prompt {}, scorer {}", prompt.id, kinds[k]))?;
-            let logits = out.last_logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-            results[k].push((
-                argmax(&logits) == base_top,
-                kl_divergence(&base_logits, &logits),
-                out.final_len(),
-            ));
+        for (k, run) in runs.into_iter().enumerate() {
+            results[k].push((run.first_token_agree, run.kl, run.final_tokens));
         }
     }
     Ok(kinds
@@ -225,17 +223,12 @@ pub fn agreement(
             let n = rows.len().max(1) as f64;
             let mut kls: Vec<f64> = rows.iter().map(|r| r.1).collect();
             kls.sort_by(f64::total_cmp);
-            let median = match kls.len() {
-                0 => f64::NAN,
-                m if m % 2 == 1 => kls[m / 2],
-                m => (kls[m / 2 - 1] + kls[m / 2]) / 2.0,
-            };
             AgreementStats {
                 scorer: kind.as_str().to_string(),
                 prompts: rows.len(),
                 first_token_agreement: rows.iter().filter(|r| r.0).count() as f64 / n,
-                kl_mean: kls.iter().sum::<f64>() / n,
-                kl_median: median,
+                kl_mean: mean(&kls).unwrap_or(0.0),
+                kl_median: median(&kls).unwrap_or(f64::NAN),
                 kl_max: kls.last().copied().unwrap_or(f64::NAN),
                 final_tokens_mean: rows.iter().map(|r| r.2 as f64).sum::<f64>() / n,
             }

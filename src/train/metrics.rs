@@ -1,5 +1,6 @@
 //! Pure functions over score vectors: ranks, Spearman correlation, top-k overlap, the
-//! pairwise ranking loss and KL divergence. No tensors, so each is tested on hand-made input.
+//! pairwise ranking loss. No tensors, so each is tested on hand-made input. KL, arg max and
+//! the statistics over runs are the shared ones (`crate::metrics`).
 
 use std::cmp::Ordering;
 
@@ -95,48 +96,6 @@ pub fn normalised_ranks(values: &[f32]) -> Vec<f32> {
     r.iter().map(|x| ((x - mean) / sd) as f32).collect()
 }
 
-/// KL(P ‖ Q) in nats of the softmax distributions of two logit vectors (P the reference).
-pub fn kl_divergence(p_logits: &[f32], q_logits: &[f32]) -> f64 {
-    let log_softmax = |logits: &[f32]| -> Vec<f64> {
-        let max: f64 = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
-        let log_sum = sum.ln() + max;
-        logits.iter().map(|&x| x as f64 - log_sum).collect()
-    };
-    let (p, q) = (log_softmax(p_logits), log_softmax(q_logits));
-    p.iter()
-        .zip(&q)
-        .map(|(lp, lq)| {
-            if lp.is_finite() {
-                lp.exp() * (lp - lq)
-            } else {
-                0.0
-            }
-        })
-        .sum::<f64>()
-        .max(0.0)
-}
-
-/// Index of the largest logit (the lowest index on ties); `None` when empty.
-pub fn argmax(values: &[f32]) -> Option<usize> {
-    values
-        .iter()
-        .enumerate()
-        .max_by(|(i, a), (j, b)| cmp_scores(**a, **b).then(j.cmp(i)))
-        .map(|(i, _)| i)
-}
-
-/// Mean and population standard deviation; `(NaN, NaN)` when empty.
-pub fn mean_sd(values: &[f64]) -> (f64, f64) {
-    if values.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
-    (mean, var.sqrt())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,18 +158,5 @@ mod tests {
         assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "{z:?}");
         assert!(z[2] > z[0] && z[0] > z[3] && z[3] > z[1]);
         assert_eq!(normalised_ranks(&[7.0]), [0.0]);
-    }
-
-    #[test]
-    fn kl_and_argmax() {
-        assert!(kl_divergence(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]).abs() < 1e-12);
-        // P = (1/2, 1/2), Q = softmax(0, ln 3) = (1/4, 3/4).
-        let kl = kl_divergence(&[0.0, 0.0], &[0.0, 3f32.ln()]);
-        let want = 0.5 * (0.5f64 / 0.25).ln() + 0.5 * (0.5f64 / 0.75).ln();
-        assert!((kl - want).abs() < 1e-6, "{kl} vs {want}");
-        assert_eq!(argmax(&[0.0, 2.0, 2.0, 1.0]), Some(1));
-        assert_eq!(argmax(&[]), None);
-        let (m, sd) = mean_sd(&[1.0, 3.0]);
-        assert_eq!((m, sd), (2.0, 1.0));
     }
 }

@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 
 use super::dataset::{hidden_f32, StoredSequence};
 use super::metrics::{normalised_ranks, spearman};
-use super::st::{write_atomic, RawTensor};
+use super::safetensors_io::{write_safetensors, RawTensor};
 
 /// What the predictor learns to rank, derived from the stored π̂ = Σ_d ∂L/∂h ⊙ h.
 ///
@@ -505,7 +505,7 @@ pub fn save_predictor(
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    write_atomic(path, &predictor_tensors(stages)?, metadata)
+    write_safetensors(path, &predictor_tensors(stages)?, metadata)
 }
 
 #[cfg(test)]

@@ -7,21 +7,22 @@ use std::time::SystemTime;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::{open_contenders, prompt_wrapper, unique, ContenderArgs, OutputArgs, PromptFormat};
-use crate::cli::profile::progress_bar;
+use super::common::{open_contenders, unique, ContenderArgs, OutputArgs};
+use crate::cli::progress_bar;
 use crate::cli::ModelArgs;
-use crate::eval::report::EvalHeader;
-use crate::eval::ruler::haystack::Corpus;
-use crate::eval::ruler::plot::render_ruler_svg;
-use crate::eval::ruler::report::{RulerReport, RulerSources, TaskInfo};
-use crate::eval::ruler::run::{run_ruler, RulerConfig};
-use crate::eval::ruler::sample::{build_samples, RulerSample};
-use crate::eval::ruler::task::Task;
-use crate::eval::table;
-use crate::model::load::{read_config, read_gguf_content, ModelSource};
-use crate::model::text::TextCodec;
-use crate::model::tokenizer::tokenizer_from_gguf;
-use crate::profile::report::write_atomic;
+use sdtp::eval::report::EvalHeader;
+use sdtp::eval::ruler::haystack::Corpus;
+use sdtp::eval::ruler::plot::render_ruler_svg;
+use sdtp::eval::ruler::report::{RulerReport, RulerSources, TaskInfo};
+use sdtp::eval::ruler::run::{run_ruler, RulerConfig};
+use sdtp::eval::ruler::sample::{build_samples, RulerSample};
+use sdtp::eval::ruler::task::Task;
+use sdtp::eval::table;
+use sdtp::eval::tokenize::{prompt_wrapper, PromptFormat};
+use sdtp::model::load::{read_config, read_gguf_content, ModelSource};
+use sdtp::model::text::TextCodec;
+use sdtp::model::tokenizer::tokenizer_from_gguf;
+use sdtp::report::write_atomic;
 
 #[derive(Args, Debug)]
 pub struct RulerArgs {
@@ -153,7 +154,11 @@ pub fn run(args: RulerArgs) -> Result<()> {
     }
     config.chat = chat;
     config.eos_token_ids = loaded.eos_token_ids.clone();
-    let bar = progress_bar(args.output.quiet, samples.len() * (1 + contenders.len()))?;
+    let bar = progress_bar(
+        args.output.quiet,
+        samples.len() * (1 + contenders.len()),
+        "runs",
+    )?;
     let results = run_ruler(
         &loaded.model,
         &loaded.codec,

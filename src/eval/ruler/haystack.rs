@@ -14,7 +14,7 @@
 
 use anyhow::Result;
 
-use crate::profile::prompt::shipped_text;
+use crate::corpus::shipped_text;
 
 /// RULER's noise haystack line.
 pub const NOISE: &str =

@@ -8,7 +8,7 @@ use plotters::prelude::SeriesLabelPosition;
 
 use super::report::RulerReport;
 use crate::eval::plot::{draw_panel, render_svg, series_names, x_range, ChartPoint, Guide, Panel};
-use crate::eval::report::BASELINE;
+use crate::report::BASELINE;
 
 /// Size of one panel.
 const PANEL: (u32, u32) = (640, 560);

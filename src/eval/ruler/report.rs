@@ -7,9 +7,9 @@ use super::run::{RulerAverage, RulerCell, RulerConfig, RulerRow};
 use super::score::Metric;
 use super::task::Task;
 use super::vocab::WORDS_PATH;
+use crate::corpus::SHIPPED_TEXT_PATH;
 use crate::eval::report::EvalHeader;
-use crate::profile::prompt::SHIPPED_TEXT_PATH;
-use crate::profile::report::ScheduleInfo;
+use crate::report::ScheduleInfo;
 
 /// One task as run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,11 +10,12 @@ use super::sample::RulerSample;
 use super::score::Metric;
 use super::task::Task;
 use crate::eval::forward::{greedy_continuation, prefill};
-use crate::eval::report::{derive_seed, Contender, BASELINE};
+use crate::metrics::flops::{prefill_flops, FlopShape, ScorerCost};
+use crate::metrics::summary;
 use crate::model::llama::Llama;
 use crate::model::text::TextCodec;
-use crate::profile::flops::{prefill_flops, FlopShape, ScorerCost};
 use crate::prune::schedule::PruneSchedule;
+use crate::report::{derive_seed, Contender, BASELINE};
 
 /// What a RULER run covers (the report's `settings`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,17 +200,12 @@ pub fn run_ruler(
 
 /// Mean of the values present; `None` when none is.
 fn mean_of_some(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    let present: Vec<f64> = values.flatten().collect();
-    (!present.is_empty()).then(|| mean(present.into_iter()))
+    summary::mean(&values.flatten().collect::<Vec<_>>())
 }
 
+/// Mean of the values; 0 when there are none.
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
-    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-    if n == 0 {
-        0.0
-    } else {
-        sum / n as f64
-    }
+    summary::mean(&values.collect::<Vec<_>>()).unwrap_or(0.0)
 }
 
 /// One cell per task × length × mode (in that order) that has rows. A row's `score` is its

@@ -18,7 +18,7 @@ use super::haystack::{sample_depth, Corpus};
 use super::niah::{Niah, NiahConfig};
 use super::task::Task;
 use super::vt::Vt;
-use crate::eval::report::derive_seed;
+use crate::report::derive_seed;
 
 /// Tokenizes a text.
 pub type Encode<'a> = &'a dyn Fn(&str) -> Result<Vec<u32>>;

@@ -1,5 +1,6 @@
 //! Small safetensors helpers: writing raw tensors with metadata (candle's writer stores no
-//! metadata), atomically, and reading a file's metadata from its header alone.
+//! metadata) through the one atomic writer, and reading a file's metadata from its header
+//! alone.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -9,6 +10,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use half::f16;
 use safetensors::tensor::{Dtype, View};
+
+use crate::report::write_atomic;
 
 /// A tensor as little-endian bytes, ready to serialise.
 pub struct RawTensor {
@@ -65,9 +68,9 @@ impl View for &RawTensor {
     }
 }
 
-/// Writes `tensors` with `metadata` to `path` through a `.partial` file and a rename, so a
-/// file at `path` is always complete (an interrupted run leaves only the `.partial`).
-pub fn write_atomic(
+/// Writes `tensors` with `metadata` to `path` with `crate::report::write_atomic`, so a file
+/// at `path` is always complete (an interrupted run leaves at most a `.tmp` beside it).
+pub fn write_safetensors(
     path: &Path,
     tensors: &[(String, RawTensor)],
     metadata: HashMap<String, String>,
@@ -75,14 +78,7 @@ pub fn write_atomic(
     let bytes =
         safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
             .with_context(|| format!("cannot serialise {}", path.display()))?;
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = std::path::PathBuf::from(partial);
-    std::fs::write(&partial, bytes)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::rename(&partial, path)
-        .with_context(|| format!("cannot move {} into place", partial.display()))?;
-    Ok(())
+    write_atomic(path, &bytes)
 }
 
 /// The `__metadata__` of a safetensors file, read from its header only.
@@ -131,7 +127,7 @@ mod tests {
             ("c".to_string(), RawTensor::u32(vec![3], &[7, 8, 9])),
         ];
         let md = HashMap::from([("k".to_string(), "v".to_string())]);
-        write_atomic(&path, &tensors, md.clone()).unwrap();
+        write_safetensors(&path, &tensors, md.clone()).unwrap();
         assert_eq!(read_metadata(&path).unwrap(), md);
         let loaded = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
         assert_eq!(loaded["a"].to_vec1::<f32>().unwrap(), [1.5, -2.0]);
@@ -139,7 +135,7 @@ mod tests {
         let b = loaded["b"].to_dtype(DType::F32).unwrap();
         assert_eq!(b.to_vec2::<f32>().unwrap(), [[0.25, 3.0]]);
         assert_eq!(loaded["c"].to_vec1::<u32>().unwrap(), [7, 8, 9]);
-        assert!(!dir.path().join("t.safetensors.partial").exists());
+        assert!(!dir.path().join("t.safetensors.tmp").exists());
         std::fs::write(dir.path().join("junk"), b"no").unwrap();
         assert!(read_metadata(&dir.path().join("junk")).is_err());
     }

@@ -1,26 +1,49 @@
-//! The fidelity metrics of `sdtp eval`, as pure functions over logits (`&[f32]`, one value
-//! per vocabulary entry) and plain numbers: no tensors, so each is tested by hand.
+//! The numbers every job compares runs by, one function each, as pure functions over logits
+//! (`&[f32]`, one value per vocabulary entry) and plain numbers: no tensors, so each is tested
+//! by hand. `eval` and `train` judge fidelity with these (KL, arg max, top-k, perplexity);
+//! [`summary`] holds the statistics over runs (mean, median, percentile, spread) that
+//! `profile`, `eval` and `train` report; [`flops`] the analytic FLOP count of a prefill.
 //!
 //! Conventions (llama.cpp's `perplexity --kl-divergence` uses the same): the unpruned run is
 //! the reference distribution P, the pruned run is Q, and KL(P‖Q) = Σ p·(ln p − ln q) in
 //! nats. Probabilities come from a softmax computed in f64.
+//!
+//! **The NaN rule**, the same in every function here and in [`summary`]: NaN is not a value.
+//! - A NaN logit counts as −∞: it is never the arg max, it ranks after every number in a
+//!   top-k, and it has probability 0 in a softmax. So KL is never NaN: a NaN where P has
+//!   weight and Q has none makes it +∞, and logits that are all NaN read as uniform.
+//! - A NaN among measured values (KLs, NLLs, timings) is left out of a mean, median,
+//!   percentile or summary; a statistic of no values is `None`.
+
+pub mod flops;
+pub mod summary;
+
+use summary::mean;
+
+/// A logit as the NaN rule reads it: NaN is −∞.
+fn logit(v: f32) -> f64 {
+    if v.is_nan() {
+        f64::NEG_INFINITY
+    } else {
+        f64::from(v)
+    }
+}
 
 /// `ln softmax(logits)` in f64, computed stably (max subtracted). An empty input gives an
-/// empty output. Entries that are −∞ get probability 0 (ln = −∞).
+/// empty output. Entries that are −∞ or NaN get probability 0 (ln = −∞).
 pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
     let max = logits
         .iter()
-        .copied()
-        .filter(|v| !v.is_nan())
-        .fold(f32::NEG_INFINITY, f32::max) as f64;
+        .map(|&v| logit(v))
+        .fold(f64::NEG_INFINITY, f64::max);
     if !max.is_finite() {
         // All −∞ (or NaN): no distribution; uniform is the least surprising answer.
         let uniform = -(logits.len().max(1) as f64).ln();
         return vec![uniform; logits.len()];
     }
-    let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
+    let sum: f64 = logits.iter().map(|&v| (logit(v) - max).exp()).sum();
     let log_sum = sum.ln() + max;
-    logits.iter().map(|&v| v as f64 - log_sum).collect()
+    logits.iter().map(|&v| logit(v) - log_sum).collect()
 }
 
 /// KL(P‖Q) in nats from log-probabilities of equal length. Terms where p = 0 contribute 0;
@@ -52,32 +75,23 @@ pub fn kl_divergence(base: &[f32], other: &[f32]) -> f64 {
     kl_divergence_log(&log_softmax(base), &log_softmax(other))
 }
 
-/// Index of the largest logit; ties go to the lowest index and NaN never wins. `None` for
-/// an empty input.
+/// Index of the largest logit; ties go to the lowest index and NaN counts as −∞ (so it wins
+/// only when every logit is NaN or −∞: index 0). `None` for an empty input.
 pub fn argmax(logits: &[f32]) -> Option<usize> {
-    let mut best: Option<(usize, f32)> = None;
-    for (i, &v) in logits.iter().enumerate() {
-        if v.is_nan() {
-            continue;
-        }
+    let mut best: Option<(usize, f64)> = None;
+    for (i, v) in logits.iter().map(|&v| logit(v)).enumerate() {
         if best.is_none_or(|(_, b)| v > b) {
             best = Some((i, v));
         }
     }
-    best.map(|(i, _)| i).or((!logits.is_empty()).then_some(0))
+    best.map(|(i, _)| i)
 }
 
 /// Indices of the `k` largest logits, largest first (ties: lower index first; NaN last).
 /// Fewer than `k` when the input is shorter.
 pub fn top_k(logits: &[f32], k: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..logits.len()).collect();
-    let key = |i: usize| {
-        if logits[i].is_nan() {
-            f32::NEG_INFINITY
-        } else {
-            logits[i]
-        }
-    };
+    let key = |i: usize| logit(logits[i]);
     let rank = |&a: &usize, &b: &usize| key(b).total_cmp(&key(a)).then(a.cmp(&b));
     let k = k.min(order.len());
     if k == 0 {
@@ -108,27 +122,7 @@ pub fn nll(logits: &[f32], target: usize) -> f64 {
     -log_softmax(logits)[target]
 }
 
-/// Arithmetic mean of the values; `None` when empty.
-pub fn mean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-}
-
-/// The `q`-quantile (q in [0, 1]) with linear interpolation between the closest ranks
-/// (numpy's default): sorted values x₀…x₋₁, position h = q·(n−1), result
-/// x⌊h⌋ + (h − ⌊h⌋)·(x⌊h⌋+1 − x⌊h⌋). `None` when there are no values; NaNs sort last.
-pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let h = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
-    let lo = h.floor() as usize;
-    let hi = h.ceil() as usize;
-    Some(sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo]))
-}
-
-/// exp(mean NLL): the perplexity of tokens whose NLLs (nats) are given. `None` when empty.
+/// exp(mean NLL): the perplexity/// exp(mean NLL): the perplexity of tokens whose NLLs (nats) are given. `None` when empty.
 pub fn perplexity(nlls: &[f64]) -> Option<f64> {
     mean(nlls).map(f64::exp)
 }
@@ -194,6 +188,26 @@ mod tests {
         assert_eq!(argmax(&[f32::NAN, 0.5]), Some(1));
         assert_eq!(argmax(&[]), None);
         assert_eq!(argmax(&[f32::NAN]), Some(0));
+        assert_eq!(argmax(&[f32::NAN, f32::NEG_INFINITY]), Some(0));
+        assert_eq!(top_k(&[f32::NAN, 1.0, f32::NEG_INFINITY], 3), vec![1, 0, 2]);
+    }
+
+    #[test]
+    fn nan_logits_count_as_minus_infinity() {
+        let with_nan = [0.0f32, f32::NAN, 0.0];
+        let as_inf = [0.0f32, f32::NEG_INFINITY, 0.0];
+        assert_eq!(log_softmax(&with_nan), log_softmax(&as_inf));
+        assert!(close(log_softmax(&with_nan)[0], 0.5f64.ln(), 1e-12));
+        // The pruned run lost a token the baseline weights: infinitely far, never NaN or 0.
+        assert_eq!(kl_divergence(&[0.0, 0.0], &[0.0, f32::NAN]), f64::INFINITY);
+        assert!(close(
+            kl_divergence(&[0.0, f32::NAN], &[0.0, 0.0]),
+            2f64.ln(),
+            1e-12
+        ));
+        // Nothing but NaN reads as uniform.
+        assert!(close(kl_divergence(&[f32::NAN; 3], &[1.0; 3]), 0.0, 1e-12));
+        assert_eq!(nll(&with_nan, 1), f64::INFINITY);
     }
 
     #[test]
@@ -209,18 +223,6 @@ mod tests {
         // top-5 of a = {1,5,3,2,4}; of b = {0,2,4,3,1}: shared {1,2,3,4} = 4/5.
         assert!(close(top_k_overlap(&a, &b, 5), 0.8, 1e-12));
         assert_eq!(top_k(&[1.0, 1.0, 1.0], 2), vec![0, 1]);
-    }
-
-    #[test]
-    fn percentiles_interpolate_like_numpy() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        // numpy.percentile(range(1, 101), 99) = 99.01
-        assert!(close(percentile(&v, 0.99).unwrap(), 99.01, 1e-9));
-        assert_eq!(percentile(&v, 0.0), Some(1.0));
-        assert_eq!(percentile(&v, 1.0), Some(100.0));
-        assert_eq!(percentile(&[4.0, 1.0, 3.0, 2.0], 0.5), Some(2.5));
-        assert_eq!(percentile(&[7.0], 0.99), Some(7.0));
-        assert_eq!(percentile(&[], 0.5), None);
     }
 
     #[test]
