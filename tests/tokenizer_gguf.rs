@@ -139,3 +139,40 @@ fn special_ids_and_chat_template_come_from_metadata() {
     let template = gguf.chat_template.expect("chat_template missing");
     assert!(template.contains("im_start"), "template: {template}");
 }
+
+/// Sentence ends read from the shipped tokenizer cut a RULER-style needle as one sentence (its
+/// UUID value stays with its key), and do not cut at a stop without whitespace after it.
+#[test]
+fn sentence_ends_from_the_shipped_vocabulary() {
+    use sdtp::model::text::{SentenceEnds, TextCodec};
+    let gguf = load();
+    let vocab = gguf.tokenizer.get_vocab_size(true);
+    let codec = TextCodec::Tokenizer(Box::new(gguf.tokenizer));
+    let started = std::time::Instant::now();
+    let ends = SentenceEnds::from_codec(&codec, vocab);
+    eprintln!("sentence ends of {vocab} ids in {:?}", started.elapsed());
+    let text = "The grass is green. One of the special magic uuids for calm-river is: \
+                dc7b82b5-f637-44fb-a0c1-e1e2804c251a. The sky is blue at 3.14 pm!\nNext line";
+    let ids = codec.encode(text).unwrap();
+    let offsets = codec.token_offsets(text).unwrap();
+    let sentence = ends.sentence_ids(&ids, 128);
+    // The sentence of the token that covers the first byte of `needle` (its last byte with
+    // `last`).
+    let sentence_at = |needle: &str, last: bool| {
+        let byte = text.find(needle).unwrap() + if last { needle.len() - 1 } else { 0 };
+        let token = offsets
+            .iter()
+            .position(|&(s, e)| s <= byte && byte < e)
+            .unwrap();
+        sentence[token]
+    };
+    assert_eq!(sentence_at("grass", false), 0);
+    // The needle from its first word to the last character of its UUID is one sentence.
+    assert_eq!(sentence_at("One of", false), 1);
+    assert_eq!(sentence_at("dc7b82b5", false), 1);
+    assert_eq!(sentence_at("e1e2804c251a", true), 1);
+    assert_eq!(sentence_at("sky", false), 2);
+    // "3.14" does not end the sentence: "pm" is still in it; "!" and the line break do.
+    assert_eq!(sentence_at("pm", false), 2);
+    assert_eq!(sentence_at("Next", false), 4);
+}
