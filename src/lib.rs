@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! eval  profile  train        the jobs (the binary's `cli` wires them to arguments)
-//! report  metrics  corpus     what the jobs share
+//! report  metrics  corpus     what the jobs share (and `plot_style`)
 //! prefill  generate           the forward with pruning; decoding
 //! prune  prune_log            schedules, scorers, selection; the per-layer log
 //! model                       config, loading, weights, the Llama forward and its ops
@@ -24,6 +24,8 @@ pub mod generate;
 /// KL, arg max, top-k, medians and spread under one NaN rule; prefill FLOPs (shared by the jobs).
 pub mod metrics;
 pub mod model;
+/// What the SVG plots share: size, palette, error, a line-with-points series.
+pub mod plot_style;
 pub mod prefill;
 pub mod profile;
 pub mod prune;

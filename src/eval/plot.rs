@@ -11,17 +11,7 @@ use plotters::prelude::*;
 
 use super::sweep::{fmt_ratio, SweepPoint};
 
-const SIZE: (u32, u32) = (1280, 560);
-
-/// Scorer colours, in order of first appearance; the baseline is black.
-const COLORS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
+use crate::plot_style::{palette, plot_error, SIZE};
 
 /// The SVG canvas a panel is drawn on.
 pub type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
@@ -111,7 +101,7 @@ pub fn draw_panel(
 ) -> Result<()> {
     let color_of = |s: &Option<String>| -> RGBColor {
         match s {
-            Some(s) => COLORS[series.iter().position(|x| x == s).unwrap_or(0) % COLORS.len()],
+            Some(s) => palette(series.iter().position(|x| x == s).unwrap_or(0)),
             None => RGBColor(0, 0, 0),
         }
     };
@@ -166,7 +156,7 @@ pub fn draw_panel(
         }
     }
     for (i, name) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+        let color = palette(i);
         let mut mine: Vec<(f64, f64)> = points
             .iter()
             .filter(|p| p.series.as_deref() == Some(name.as_str()))
@@ -281,8 +271,4 @@ pub fn render_sweep_svg(points: &[SweepPoint], title: &PlotTitle) -> Result<Stri
             &series,
         )
     })
-}
-
-pub fn plot_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("cannot draw the plot: {e}")
 }

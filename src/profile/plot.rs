@@ -6,23 +6,18 @@ use anyhow::{bail, Result};
 use plotters::prelude::*;
 
 use super::report::ProfileReport;
+use crate::plot_style::{line_with_points, palette, plot_error, SIZE};
 use crate::report::BASELINE;
 
-const SIZE: (u32, u32) = (1280, 560);
+/// The baseline's colour (dark grey); schedules take the shared palette after it.
+const BASELINE_COLOR: RGBColor = RGBColor(60, 60, 60);
 
-/// Series colours: the baseline first (dark grey), then one per schedule.
-const COLORS: [RGBColor; 7] = [
-    RGBColor(60, 60, 60),
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
-
+/// Series 0 is the baseline.
 fn color(i: usize) -> RGBColor {
-    COLORS[i % COLORS.len()]
+    match i {
+        0 => BASELINE_COLOR,
+        i => palette(i - 1),
+    }
 }
 
 /// Lengths are plotted on a log2 axis: x = log2(length), labelled with the length itself at
@@ -129,22 +124,7 @@ pub fn render_svg(report: &ProfileReport) -> Result<String> {
             .draw()
             .map_err(plot_error)?;
         for (i, s) in times.iter().enumerate() {
-            let color = color(i);
-            chart
-                .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
-                .map_err(plot_error)?
-                .label(s.name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(PointSeries::of_element(
-                    s.points.clone(),
-                    4,
-                    color.filled(),
-                    &|c, size, style| Circle::new(c, size, style),
-                ))
-                .map_err(plot_error)?;
+            line_with_points(&mut chart, &s.points, color(i), s.name.clone())?;
         }
         chart
             .configure_series_labels()
@@ -184,22 +164,8 @@ pub fn render_svg(report: &ProfileReport) -> Result<String> {
         // Colours follow the left panel, where the baseline is series 0.
         let color_of = |name: &str| color(times.iter().position(|s| s.name == name).unwrap_or(0));
         for s in &measured {
-            let color = color_of(&s.name);
-            chart
-                .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
-                .map_err(plot_error)?
-                .label(format!("{} measured", s.name))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(PointSeries::of_element(
-                    s.points.clone(),
-                    4,
-                    color.filled(),
-                    &|c, size, style| Circle::new(c, size, style),
-                ))
-                .map_err(plot_error)?;
+            let label = format!("{} measured", s.name);
+            line_with_points(&mut chart, &s.points, color_of(&s.name), label)?;
         }
         for s in ideal.iter().filter(|s| s.name != BASELINE) {
             let color = color_of(&s.name);
@@ -226,8 +192,4 @@ pub fn render_svg(report: &ProfileReport) -> Result<String> {
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
-}
-
-fn plot_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("cannot draw the plot: {e}")
 }
