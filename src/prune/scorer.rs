@@ -136,46 +136,53 @@ impl Scorer for AttentionScorer {
     }
 
     fn refine(&mut self, raw: Vec<f32>, positions: Option<&[u32]>) -> Result<Vec<f32>> {
-        let pooled = match self.scoring.pool {
-            0 | 1 => raw.clone(),
-            width => max_pool(&raw, width),
+        if let Some(positions) = positions.filter(|p| p.len() != raw.len()) {
+            bail!(
+                "attention scorer: {} positions for {} tokens",
+                positions.len(),
+                raw.len()
+            );
+        }
+        let pool = |scores: &[f32]| match self.scoring.pool {
+            0 | 1 => scores.to_vec(),
+            width => max_pool(scores, width),
         };
+        // The sentence of each current token, looked up by its original position.
         let sentences = positions.and_then(|positions| {
             positions
                 .iter()
                 .map(|&p| self.sentence_of.get(p as usize).copied())
                 .collect::<Option<Vec<u32>>>()
-                .filter(|s| !s.is_empty() && s.len() == raw.len())
+                .filter(|s| !s.is_empty())
         });
         // Whole sentences: every token of a sentence takes the best pooled score in it, so
         // the sentence is kept or dropped as one (a peak pooled in from the sentence before
         // would otherwise rank the sentence's head above its tail, and a later stage would
         // cut the value in two). Sentences that share a pooled peak rank by their own best
-        // raw score, so the one holding the peak outranks those the pool reached.
-        let scores = match sentences {
-            Some(sentences) => rank01_tie_broken(
-                &sentence_max(&pooled, &sentences),
-                &sentence_max(&raw, &sentences),
+        // raw score, so the one holding the peak outranks those the pool reached. The result
+        // is already ranks in [0, 1].
+        let (scores, ranked) = match sentences {
+            Some(sentences) => (
+                rank01_tie_broken(
+                    &sentence_max(&pool(&raw), &sentences),
+                    &sentence_max(&raw, &sentences),
+                ),
+                true,
             ),
-            None => pooled,
+            None if self.scoring.pool <= 1 => (raw, false),
+            None => (pool(&raw), false),
         };
         let carry = self.scoring.carry as f32;
         // Without positions there is nothing to carry by.
         let Some(positions) = positions.filter(|_| carry > 0.0) else {
             return Ok(scores);
         };
-        if positions.len() != scores.len() {
-            bail!(
-                "attention scorer: {} positions for {} tokens",
-                positions.len(),
-                scores.len()
-            );
-        }
         let needed = positions.iter().max().map_or(0, |&p| p as usize + 1);
         if needed > self.carried.len() {
             self.carried.resize(needed, 0.0);
         }
-        let ranked = rank01(&scores)
+        let ranks = if ranked { scores } else { rank01(&scores) };
+        let ranked = ranks
             .into_iter()
             .zip(positions)
             .map(|(rank, &p)| {
