@@ -6,7 +6,7 @@
 //! Cargo reruns this script when HEAD moves, so the embedded commit follows checkouts and
 //! commits without rebuilding on every source edit.
 //!
-//! With the `cuda` feature it also compiles kernels/flash_attn.cu and kernels/fused_ops.cu to
+//! With the `cuda` feature it also compiles kernels/flash_attn.cu, kernels/fused_ops.cu and kernels/decode_attn.cu to
 //! PTX with nvcc (`$CUDA_HOME/bin/nvcc`, else `nvcc` on PATH) for `CUDA_COMPUTE_CAP` (default
 //! 90; the bf16 tensor-core instructions need 80 or more), and kernels/cudnn_sdpa.cpp.
 
@@ -56,7 +56,8 @@ fn main() {
 }
 
 fn compile_cuda_kernels_ptx() {
-    for name in ["flash_attn", "fused_ops"] {
+    println!("cargo:rerun-if-changed=kernels/common.cuh");
+    for name in ["flash_attn", "fused_ops", "decode_attn"] {
         compile_ptx(name);
     }
 }

@@ -111,6 +111,153 @@ pub fn synchronize(device: &Device) -> Result<()> {
         .context("device synchronisation failed")
 }
 
+/// Bytes [`copy_rate_bytes_per_s`] copies: 1 GiB on a GPU, 256 MiB on the CPU (far past
+/// every cache level in both cases).
+pub fn copy_probe_bytes(device: &Device) -> usize {
+    if device.is_cpu() {
+        256 << 20
+    } else {
+        1 << 30
+    }
+}
+
+/// Timed copies behind [`copy_rate_bytes_per_s`]: one warm-up, then the median of these.
+const COPY_SAMPLES: usize = 5;
+
+/// The device's memory copy rate, the ceiling `sdtp profile end2end` compares its decode
+/// bandwidth with, in bytes per second **counting bytes read plus bytes written**:
+/// `2 × size / time` for one copy of [`copy_probe_bytes`] bytes, the median of 5 copies after
+/// one warm-up copy. This is how the usual quotes are measured (a PyTorch device-to-device
+/// copy on an H200 gives ≈ 4.3 TB/s this way), so a decode that reads N bytes per token at
+/// that rate is at 100% of it.
+///
+/// - On a GPU: a device-to-device copy of a u8 tensor (`Tensor::copy`, one
+///   `cuMemcpyDtoDAsync` on CUDA), the device synchronised before each clock read.
+/// - On the CPU: `copy_from_slice` between two buffers already touched (so no page faults
+///   are timed), split in contiguous chunks over candle's CPU threads, as candle's kernels
+///   are.
+///
+/// It allocates twice the probe size for the duration of the call.
+pub fn copy_rate_bytes_per_s(device: &Device) -> Result<f64> {
+    let bytes = copy_probe_bytes(device);
+    let mut secs = if device.is_cpu() {
+        cpu_copy_secs(bytes, candle_core::utils::get_num_threads())
+    } else {
+        device_copy_secs(device, bytes)?
+    };
+    secs.sort_by(f64::total_cmp);
+    let median = secs[secs.len() / 2];
+    if median <= 0.0 {
+        bail!("the copy-rate probe took no measurable time");
+    }
+    Ok(2.0 * bytes as f64 / median)
+}
+
+/// Seconds of [`COPY_SAMPLES`] device-to-device copies of `bytes` bytes, after a warm-up.
+fn device_copy_secs(device: &Device, bytes: usize) -> Result<Vec<f64>> {
+    let source = Tensor::zeros(bytes, DType::U8, device)?;
+    drop(source.copy()?);
+    let mut secs = Vec::with_capacity(COPY_SAMPLES);
+    for _ in 0..COPY_SAMPLES {
+        synchronize(device)?;
+        let started = std::time::Instant::now();
+        let copy = source.copy()?;
+        synchronize(device)?;
+        secs.push(started.elapsed().as_secs_f64());
+        drop(copy);
+    }
+    Ok(secs)
+}
+
+/// Seconds of [`COPY_SAMPLES`] copies of `bytes` bytes between two touched buffers, over
+/// `threads` threads, after a warm-up.
+fn cpu_copy_secs(bytes: usize, threads: usize) -> Vec<f64> {
+    let source = vec![1u8; bytes];
+    let mut target = vec![0u8; bytes];
+    let mut copy = || {
+        let started = std::time::Instant::now();
+        parallel_copy(&mut target, &source, threads);
+        started.elapsed().as_secs_f64()
+    };
+    copy();
+    let secs = (0..COPY_SAMPLES).map(|_| copy()).collect();
+    // Keep the copies from being optimised away.
+    std::hint::black_box(&target);
+    secs
+}
+
+/// `target.copy_from_slice(source)` in `threads` contiguous chunks, one thread each.
+fn parallel_copy(target: &mut [u8], source: &[u8], threads: usize) {
+    let chunk = source.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        for (to, from) in target.chunks_mut(chunk).zip(source.chunks(chunk)) {
+            s.spawn(move || to.copy_from_slice(from));
+        }
+    });
+}
+
+/// Values of a rank-1 tensor on their way to the host. On CUDA the copy runs on a side
+/// stream that waits only for the work queued before [`HostRead::start`]: work queued on the
+/// device's stream afterwards (a layer's MLP) keeps the device busy while the host waits for
+/// these values and then works on them. A plain copy would wait for that later work too, or,
+/// taken before queuing it, leave the device idle while the host works.
+pub struct HostRead(Pending);
+
+enum Pending {
+    Ready(Vec<f32>),
+    #[cfg(feature = "cuda")]
+    Side {
+        stream: std::sync::Arc<candle_core::cuda_backend::cudarc::driver::CudaStream>,
+        values: Tensor,
+    },
+}
+
+impl HostRead {
+    /// Values already on the host.
+    pub fn ready(values: Vec<f32>) -> Self {
+        Self(Pending::Ready(values))
+    }
+
+    /// Starts reading `values` (any float dtype, any shape; read flattened, as f32).
+    pub fn start(values: &Tensor) -> Result<Self> {
+        let values = values.to_dtype(DType::F32)?.flatten_all()?.contiguous()?;
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(cuda) = values.device() {
+            let stream = cuda
+                .cuda_stream()
+                .fork()
+                .context("cannot open a stream to read scores on")?;
+            return Ok(Self(Pending::Side { stream, values }));
+        }
+        Ok(Self(Pending::Ready(values.to_vec1::<f32>()?)))
+    }
+
+    /// The values, once they are on the host.
+    pub fn wait(self) -> Result<Vec<f32>> {
+        match self.0 {
+            Pending::Ready(values) => Ok(values),
+            #[cfg(feature = "cuda")]
+            Pending::Side { stream, values } => {
+                use candle_core::cuda_backend::CudaStorageSlice;
+                let (storage, layout) = values.storage_and_layout();
+                let candle_core::Storage::Cuda(storage) = &*storage else {
+                    anyhow::bail!("device values left the device");
+                };
+                let CudaStorageSlice::F32(slice) = &storage.slice else {
+                    anyhow::bail!("device values are not f32");
+                };
+                let start = layout.start_offset();
+                let view = slice.slice(start..start + layout.shape().elem_count());
+                // A copy into pageable memory returns once it is done; on the side stream it
+                // waits only for what was queued before `start`.
+                stream
+                    .clone_dtoh(&view)
+                    .context("reading values from the device failed")
+            }
+        }
+    }
+}
+
 /// The CUDA device's stream-ordered memory pool, which every candle allocation comes from
 /// (cudarc allocates with `cuMemAllocAsync` where the driver supports it).
 pub mod cuda_pool {
@@ -212,6 +359,23 @@ mod tests {
         assert!("f8".parse::<DTypeRequest>().is_err());
         let dtype = resolve_dtype(DTypeRequest::Auto, &Device::Cpu).unwrap();
         assert_eq!(dtype, DType::F32);
+    }
+
+    #[test]
+    fn cpu_copies_are_exact_and_the_rate_is_plausible() {
+        // Chunks over threads that do not divide the size still copy every byte.
+        let source: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        let mut target = vec![0u8; 1000];
+        parallel_copy(&mut target, &source, 3);
+        assert_eq!(target, source);
+        let secs = cpu_copy_secs(1000, 3);
+        assert_eq!(secs.len(), COPY_SAMPLES);
+        assert!(secs.iter().all(|s| s.is_finite() && *s >= 0.0));
+        assert_eq!(copy_probe_bytes(&Device::Cpu), 256 << 20);
+        // Read plus write: any machine that runs the tests moves between 100 MB/s and
+        // 10 TB/s.
+        let rate = copy_rate_bytes_per_s(&Device::Cpu).unwrap();
+        assert!((1e8..1e13).contains(&rate), "{rate} B/s");
     }
 
     #[cfg(not(feature = "cuda"))]

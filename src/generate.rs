@@ -11,6 +11,7 @@ use crate::device::synchronize;
 use crate::model::cache::KvCache;
 use crate::model::llama::Llama;
 use crate::prefill::PrefillOutput;
+use crate::resident_decode::{DecodePath, ResidentDecoder, StepOutput};
 
 /// How the next token is picked. `temperature <= 0` is greedy (arg max).
 #[derive(Debug, Clone)]
@@ -78,6 +79,8 @@ pub struct DecodeOutput {
     pub stopped_at_eos: bool,
     /// Generation stopped because the model's context was full.
     pub stopped_at_context: bool,
+    /// How the decode steps ran (host-side lengths, device-resident, or a CUDA graph).
+    pub path: DecodePath,
 }
 
 /// Generates up to `max_new_tokens` after `input_ids`, starting from `prefill` (which must be
@@ -100,21 +103,29 @@ pub fn generate(
     }
     let mut processor = sampling.processor();
     let mut cache = prefill.cache;
-    let mut logits = prefill.last_logits;
-    let mut tokens = Vec::with_capacity(max_new_tokens);
     let max_positions = model.config().max_position_embeddings;
+    // Every step this call may run: the first token comes from the prefill's logits.
+    let steps = max_new_tokens
+        .saturating_sub(1)
+        .min(max_positions.saturating_sub(input_ids.len()));
+    let greedy = sampling.temperature <= 0.0;
+    let mut resident = ResidentDecoder::new(model, &mut cache, steps, greedy)?;
+    let mut tokens = Vec::with_capacity(max_new_tokens);
     let (mut stopped_at_eos, mut stopped_at_context) = (false, false);
     synchronize(model.device())?;
     let started = Instant::now();
-    while tokens.len() < max_new_tokens {
-        let next = processor.sample(&logits)?;
-        tokens.push(next);
-        on_token(next)?;
-        if eos_token_ids.contains(&next) {
+    let mut next = match max_new_tokens {
+        0 => None,
+        _ => Some(processor.sample(&prefill.last_logits)?),
+    };
+    while let Some(next_token) = next.take() {
+        tokens.push(next_token);
+        on_token(next_token)?;
+        if eos_token_ids.contains(&next_token) {
             stopped_at_eos = true;
             break;
         }
-        if tokens.len() == max_new_tokens {
+        if tokens.len() >= max_new_tokens {
             break;
         }
         // The sampled token sits right after everything before it: the original prompt
@@ -124,7 +135,14 @@ pub fn generate(
             stopped_at_context = true;
             break;
         }
-        logits = decode_step(model, next, position as u32, &mut cache)?;
+        let position = position as u32;
+        next = Some(match resident.as_mut() {
+            Some(decoder) => match decoder.step(model, &mut cache, next_token, position)? {
+                StepOutput::Token(token) => token,
+                StepOutput::Logits(logits) => processor.sample(&logits)?,
+            },
+            None => processor.sample(&decode_step(model, next_token, position, &mut cache)?)?,
+        });
     }
     synchronize(model.device())?;
     Ok(DecodeOutput {
@@ -132,6 +150,7 @@ pub fn generate(
         decode_secs: started.elapsed().as_secs_f64(),
         stopped_at_eos,
         stopped_at_context,
+        path: resident.map_or(DecodePath::Host, |d| d.path()),
     })
 }
 

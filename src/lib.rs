@@ -33,4 +33,6 @@ pub mod prune;
 pub mod prune_log;
 /// Run provenance, contenders and their seed rule, the one atomic writer (shared by the jobs).
 pub mod report;
+/// The CUDA decode step with its lengths on the device, replayed from a CUDA graph.
+pub mod resident_decode;
 pub mod train;

@@ -285,3 +285,199 @@ fn row_gather_equals_index_select() {
         assert_eq!(max_abs_diff(&f32(fast), &f32(plain)), 0.0);
     }
 }
+
+/// The decode step's kernels with lengths on the device: the new entry written at `len` and
+/// one query per head attending to the first len + 1 entries of buffers with spare capacity
+/// (empty splits past the length), against the blocked f32 attention on the CPU; GQA groups
+/// 1, 3 and 4, head dims 64 and 128, bf16, f16 and f32.
+#[test]
+fn decode_attention_matches_the_f32_reference() {
+    use sdtp::model::decode_attention::{cache_write, decode_attention};
+    let gpu = Device::new_cuda(0).expect("a CUDA device");
+    let cpu = Device::Cpu;
+    let mut worst = 0f32;
+    for &dtype in &[DType::BF16, DType::F16, DType::F32] {
+        for &d in &[64usize, 128] {
+            for &(heads, kv_heads) in &[(4, 4), (9, 3), (32, 8)] {
+                for &(len, spare) in &[
+                    (1, 0),
+                    (2, 5),
+                    (63, 1),
+                    (64, 0),
+                    (65, 300),
+                    (1000, 7),
+                    (4097, 64),
+                ] {
+                    let capacity = len + 1 + spare;
+                    let q = Tensor::randn(0f32, 1.0, (1, heads, 1, d), &cpu).unwrap();
+                    let kbuf = Tensor::randn(0f32, 1.0, (1, kv_heads, capacity, d), &cpu).unwrap();
+                    let vbuf = Tensor::randn(0f32, 1.0, (1, kv_heads, capacity, d), &cpu).unwrap();
+                    let knew = Tensor::randn(0f32, 1.0, (1, kv_heads, 1, d), &cpu).unwrap();
+                    let vnew = Tensor::randn(0f32, 1.0, (1, kv_heads, 1, d), &cpu).unwrap();
+                    let round =
+                        |x: &Tensor| x.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
+                    let (q, kbuf, vbuf, knew, vnew) = (
+                        round(&q),
+                        round(&kbuf),
+                        round(&vbuf),
+                        round(&knew),
+                        round(&vnew),
+                    );
+                    // Reference: the first len entries, then the new one, as the host path
+                    // would have appended it.
+                    let keys = Tensor::cat(&[&kbuf.narrow(2, 0, len).unwrap(), &knew], 2).unwrap();
+                    let values =
+                        Tensor::cat(&[&vbuf.narrow(2, 0, len).unwrap(), &vnew], 2).unwrap();
+                    let reference = causal_attention(&q, &keys, &values).unwrap();
+
+                    let to_gpu = |x: &Tensor| x.to_dtype(dtype).unwrap().to_device(&gpu).unwrap();
+                    let (qg, kg, vg) = (to_gpu(&q), to_gpu(&kbuf), to_gpu(&vbuf));
+                    // [token, position, len of layer 0, len of layer 1]: layer 1's slot.
+                    let inputs = Tensor::new(&[7u32, 99, 3, len as u32], &gpu).unwrap();
+                    cache_write(&kg, &to_gpu(&knew), &inputs, 3).unwrap();
+                    cache_write(&vg, &to_gpu(&vnew), &inputs, 3).unwrap();
+                    // The write lands at entry len and nowhere else.
+                    let written = kg.to_dtype(DType::F32).unwrap().to_device(&cpu).unwrap();
+                    assert_eq!(
+                        max_abs_diff(&written.narrow(2, len, 1).unwrap(), &knew),
+                        0.0
+                    );
+                    assert_eq!(
+                        max_abs_diff(
+                            &written.narrow(2, 0, len).unwrap(),
+                            &kbuf.narrow(2, 0, len).unwrap()
+                        ),
+                        0.0
+                    );
+                    let out = decode_attention(&qg, &kg, &vg, &inputs, 3).unwrap();
+                    let out = out.to_dtype(DType::F32).unwrap().to_device(&cpu).unwrap();
+                    assert_eq!(out.dims(), reference.dims());
+                    let diff = max_abs_diff(&out, &reference);
+                    worst = worst.max(diff);
+                    // f32 accumulation throughout; only the output is rounded to the dtype.
+                    let tolerance = match dtype {
+                        DType::BF16 => 1e-2,
+                        DType::F16 => 2e-3,
+                        _ => 1e-5,
+                    };
+                    assert!(
+                        diff < tolerance,
+                        "{dtype:?} d={d} heads={heads}/{kv_heads} len={len} spare={spare}: max abs diff {diff}"
+                    );
+                }
+            }
+        }
+    }
+    eprintln!("decode attention vs f32 reference: worst max abs diff {worst:e}");
+}
+
+/// Decoding over a pruned cache with every length on the device (eagerly and replayed from a
+/// CUDA graph) against the host-side step: teacher-forced on the same tokens, the logits of
+/// each step agree, in f32 to rounding and in bf16 with the f32 host path as the reference.
+#[test]
+fn resident_decode_matches_the_host_step_over_a_pruned_cache() {
+    use sdtp::generate::decode_step;
+    use sdtp::model::load::{load_model, ModelSource};
+    use sdtp::prefill::{prefill_with_pruning, PrefillOptions};
+    use sdtp::prune::schedule::PruneSchedule;
+    use sdtp::prune::scorer::build_scorer;
+    use sdtp::resident_decode::{ResidentDecoder, StepOutput};
+
+    let gpu = Device::new_cuda(0).expect("a CUDA device");
+    let source = ModelSource::Synthetic("smollm2-135m".into());
+    let ids: Vec<u32> = (0..700u32).map(|i| (i * 7919 + 13) % 49152).collect();
+    let steps = 12;
+    let prefill = |model: &sdtp::model::llama::Llama| {
+        // The random scorer keeps the same tokens in every dtype.
+        let mut schedule = PruneSchedule::preset("keep07", model.layers().len())
+            .unwrap()
+            .schedule;
+        schedule.scorer = Some(sdtp::prune::schedule::ScorerKind::Random);
+        let mut scorer = build_scorer(&schedule, model.config(), model.device(), 5).unwrap();
+        prefill_with_pruning(
+            model,
+            &ids,
+            &schedule,
+            scorer.as_mut(),
+            &PrefillOptions::default(),
+        )
+        .unwrap()
+    };
+    // The host path in f32: the tokens to force and the reference logits.
+    let f32_model = load_model(&source, &gpu, DType::F32, 3).unwrap().model;
+    let mut host = prefill(&f32_model);
+    let lens = host.cache.layer_lens();
+    assert!(
+        lens.windows(2).any(|w| w[0] != w[1]),
+        "the cache is pruned: {lens:?}"
+    );
+    let mut tokens = vec![host
+        .last_logits
+        .argmax(0)
+        .unwrap()
+        .to_scalar::<u32>()
+        .unwrap()];
+    let mut reference = Vec::new();
+    for step in 0..steps {
+        let logits = decode_step(
+            &f32_model,
+            tokens[step],
+            (ids.len() + step) as u32,
+            &mut host.cache,
+        )
+        .unwrap();
+        tokens.push(logits.argmax(0).unwrap().to_scalar::<u32>().unwrap());
+        reference.push(logits.to_device(&Device::Cpu).unwrap());
+    }
+    for (dtype, tolerance) in [(DType::F32, 1e-3f32), (DType::BF16, 0.25)] {
+        for path in ["resident", "graph"] {
+            std::env::set_var("SDTP_DECODE", path);
+            let model = load_model(&source, &gpu, dtype, 3).unwrap().model;
+            assert!(model.resident_decode_supported());
+            let mut out = prefill(&model);
+            assert_eq!(
+                out.cache.layer_lens(),
+                lens,
+                "{dtype:?}: the same tokens are kept"
+            );
+            let mut decoder = ResidentDecoder::new(&model, &mut out.cache, steps, false)
+                .unwrap()
+                .expect("resident decode runs here");
+            for step in 0..steps {
+                let StepOutput::Logits(logits) = decoder
+                    .step(
+                        &model,
+                        &mut out.cache,
+                        tokens[step],
+                        (ids.len() + step) as u32,
+                    )
+                    .unwrap()
+                else {
+                    panic!("sampling steps return logits")
+                };
+                let logits = logits.to_device(&Device::Cpu).unwrap();
+                let diff = max_abs_diff(&logits, &reference[step]);
+                let spread = reference[step]
+                    .abs()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    diff <= tolerance * spread.max(1.0),
+                    "{dtype:?} {path} step {step}: max abs diff {diff} (logits up to {spread})"
+                );
+            }
+            assert_eq!(
+                out.cache.layer_lens(),
+                lens.iter().map(|l| l + steps).collect::<Vec<_>>()
+            );
+            eprintln!(
+                "resident decode {dtype:?} {path}: {} steps within {tolerance}",
+                steps
+            );
+        }
+    }
+    std::env::remove_var("SDTP_DECODE");
+}

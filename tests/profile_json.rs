@@ -174,6 +174,7 @@ fn check_report(r: &Value, command: &str, lengths: &[u64], modes: &[&str], repea
         }
         let kv = uint(res, "kv_cache_bytes");
         assert!(kv > 0);
+        check_decode_bandwidth(r, res, command);
 
         let reps = res["repetitions"].as_array().unwrap();
         assert_eq!(reps.len() as u64, repeats);
@@ -224,6 +225,74 @@ fn check_report(r: &Value, command: &str, lengths: &[u64], modes: &[&str], repea
             }
         }
     }
+}
+
+/// The decode bandwidth fields of one result: bytes per decode token from the model's shape
+/// (f32 weights and cache), bandwidth = bytes × tok/s, share = bandwidth / copy rate.
+fn check_decode_bandwidth(r: &Value, res: &Value, command: &str) {
+    let summary = &res["summary"];
+    let fields = [
+        "decode_bytes_per_token",
+        "decode_weight_bytes_per_token",
+        "decode_kv_bytes_per_token",
+        "roofline_share",
+    ];
+    if command != "end2end" {
+        assert!(r["roofline"].is_null(), "prefill has no roofline");
+        assert!(summary["decode_bandwidth_gb_s"].is_null());
+        for key in fields {
+            assert!(res[key].is_null(), "{key} in prefill mode");
+        }
+        return;
+    }
+    let roofline = &r["roofline"];
+    let copy_rate = num(roofline, "copy_rate_gb_s");
+    assert!(
+        (0.1..10_000.0).contains(&copy_rate),
+        "copy rate {copy_rate}"
+    );
+    assert_eq!(uint(roofline, "probe_bytes"), 256 << 20);
+    assert!(str_field(roofline, "description").contains("read + written"));
+
+    let model = &r["model"];
+    let m = |key: &str| uint(model, key);
+    let layers = m("num_layers");
+    // Every layer's cache is as long as the tokens it saw; one entry is K and V over the KV
+    // heads in f32.
+    let entry = 2 * m("num_key_value_heads") * m("head_dim") * 4;
+    let held: u64 = res["tokens_per_layer"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .sum();
+    assert_eq!(uint(res, "kv_cache_bytes"), entry * held);
+    // Step k of the new_tokens - 1 decode steps reads len + k entries per layer.
+    let steps = uint(&r["settings"], "new_tokens") - 1;
+    let kv = uint(res, "decode_kv_bytes_per_token");
+    assert_eq!(kv, entry * held + entry * layers * (steps + 1) / 2);
+    let weights = uint(res, "decode_weight_bytes_per_token");
+    assert!(weights > 0 && weights <= m("weight_bytes"), "{weights}");
+    let bytes = uint(res, "decode_bytes_per_token");
+    assert_eq!(bytes, weights + kv);
+
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    let bandwidth = &summary["decode_bandwidth_gb_s"];
+    check_summary(
+        bandwidth,
+        uint(&summary["decode_tok_s"], "n"),
+        "decode_bandwidth_gb_s",
+    );
+    let gb = bytes as f64 / 1e9;
+    let median = num(bandwidth, "median");
+    assert!(close(median, gb * num(&summary["decode_tok_s"], "median")));
+    for rep in res["repetitions"].as_array().unwrap() {
+        let expected = gb * num(rep, "decode_tok_s");
+        assert!(close(num(rep, "decode_bandwidth_gb_s"), expected), "{rep}");
+    }
+    let share = num(res, "roofline_share");
+    assert!(close(share, median / copy_rate), "{share}");
+    assert!(share > 0.0 && share < 10.0, "roofline share {share}");
 }
 
 #[test]
@@ -346,6 +415,98 @@ fn synthetic_prefill_prints_markdown_and_writes_csv_and_json() {
         2,
     );
     assert_eq!(report["model"]["synthetic"], Value::Bool(true));
+}
+
+#[test]
+fn synthetic_end2end_reports_decode_bandwidth_against_the_copy_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("e.csv");
+    let json = dir.path().join("e.json");
+    let stdout = ok(&sdtp(&[
+        "profile",
+        "end2end",
+        "--model",
+        "synthetic:tiny",
+        "--length",
+        "64",
+        "--new-tokens",
+        "8",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--quiet",
+        "--no-prune-log",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]));
+    let report = read_json(&json);
+    check_report(&report, "end2end", &[64], &["baseline", "keep09"], 2);
+
+    // synthetic:tiny ties its embeddings to the lm_head and holds f32 weights: a decode
+    // step reads every weight the model has, the table read once as the head. 6 layers of
+    // hidden 64, intermediate 128, 4 heads and 2 KV heads of 16: q, o 64×64; k, v 64×32;
+    // MLP 3×64×128; the head 512×64; 13 norms of 64.
+    let weights = 4 * (6 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128) + 512 * 64 + 13 * 64);
+    assert_eq!(weights, 1_019_136);
+    assert_eq!(uint(&report["model"], "weight_bytes"), weights);
+    let results = report["results"].as_array().unwrap();
+    let (base, keep09) = (&results[0], &results[1]);
+    for res in results {
+        assert_eq!(uint(res, "decode_weight_bytes_per_token"), weights);
+    }
+    // The baseline's 6 layers hold 64 tokens each, 256 bytes per token per layer; 7 steps
+    // add 4 entries per layer on average.
+    assert_eq!(
+        uint(base, "decode_kv_bytes_per_token"),
+        256 * (6 * 64 + 6 * 4)
+    );
+    // Pruning shortens the caches that every decode step reads.
+    assert!(uint(keep09, "decode_kv_bytes_per_token") < uint(base, "decode_kv_bytes_per_token"));
+
+    // The table's columns and the note that names the copy rate.
+    assert!(
+        stdout.contains("decode GB/s") && stdout.contains("% roofline"),
+        "{stdout}"
+    );
+    let copy_rate = num(&report["roofline"], "copy_rate_gb_s");
+    assert!(
+        stdout.contains(&format!("copy rate measured at start, {copy_rate:.1} GB/s")),
+        "{stdout}"
+    );
+    let base_row = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("64") && l.contains("baseline"))
+        .unwrap();
+    let share = 100.0 * num(base, "roofline_share");
+    assert!(base_row.contains(&format!("{share:.1}%")), "{base_row}");
+
+    // The CSV carries the same numbers.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    let col = |name: &str| rows[0].iter().position(|h| *h == name).unwrap();
+    assert_eq!(rows.len(), 3);
+    let cell = |row: usize, name: &str| rows[row][col(name)].parse::<f64>().unwrap();
+    assert_eq!(
+        cell(1, "decode_bytes_per_token") as u64,
+        uint(base, "decode_bytes_per_token")
+    );
+    assert_eq!(
+        cell(2, "decode_kv_bytes_per_token") as u64,
+        uint(keep09, "decode_kv_bytes_per_token")
+    );
+    let near = |a: f64, b: f64| (a - b).abs() <= 1e-4 + 1e-6 * b.abs();
+    assert!(near(
+        cell(1, "decode_bandwidth_gb_s_median"),
+        num(&base["summary"]["decode_bandwidth_gb_s"], "median")
+    ));
+    assert!(near(
+        cell(2, "roofline_share"),
+        num(keep09, "roofline_share")
+    ));
+    assert!(near(cell(1, "copy_rate_gb_s"), copy_rate));
 }
 
 #[test]

@@ -4,17 +4,21 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
 use clap::{Args, Subcommand};
 
 use super::{progress_bar, ModelArgs, PlotArgs, PruneArgs, Session};
 use sdtp::corpus::SHIPPED_TEXT_PATH;
+use sdtp::device::{copy_probe_bytes, copy_rate_bytes_per_s};
 use sdtp::model::config::ModelConfig;
 use sdtp::model::load::{read_config, ModelSource};
 use sdtp::profile::harness::{self, HarnessConfig, ProfileKind, Sinks};
 use sdtp::profile::memory::PeakMemory;
 use sdtp::profile::prompt::PromptSource;
-use sdtp::profile::report::{MemoryInfo, ProfileReport, PromptInfo, Settings, SCHEMA_VERSION};
+use sdtp::profile::report::{
+    MemoryInfo, ProfileReport, PromptInfo, Roofline, Settings, SCHEMA_VERSION,
+};
 use sdtp::profile::table::{render_markdown, render_table, Format};
 use sdtp::profile::{plot, report};
 use sdtp::prune::schedule::PruneSchedule;
@@ -213,6 +217,12 @@ fn profile(args: RunArgs, kind: ProfileKind) -> Result<()> {
         contenders.push(Contender::schedule(schedule, mapping));
     }
 
+    // The decode roofline: the device's copy rate, once, before any run (end2end only).
+    let roofline = match kind {
+        ProfileKind::End2End { .. } => Some(measure_roofline(model.device())?),
+        ProfileKind::Prefill => None,
+    };
+
     // Tokenisation: once, outside every clock.
     let prompts = PromptSource::shipped(&session.loaded.codec, model.config().vocab_size)?;
     let runs = lengths.len() * (args.warmup + args.repeats) * contenders.len();
@@ -244,6 +254,7 @@ fn profile(args: RunArgs, kind: ProfileKind) -> Result<()> {
             warmup: args.warmup,
             seed: session.seed,
             model_name: &model_name,
+            copy_rate_bytes_per_s: roofline.as_ref().map(|r| r.copy_rate_gb_s * 1e9),
         },
         &mut Sinks {
             progress: &progress,
@@ -283,10 +294,30 @@ fn profile(args: RunArgs, kind: ProfileKind) -> Result<()> {
             kind: memory.kind(),
             description: memory.describe().to_string(),
         },
+        roofline,
         schedules: contenders.iter().map(|c| c.info.clone()).collect(),
         results,
     };
     emit(&report, &args)
+}
+
+/// Measures the copy rate decode bandwidth is compared with (`device::copy_rate_bytes_per_s`).
+fn measure_roofline(device: &Device) -> Result<Roofline> {
+    let rate = copy_rate_bytes_per_s(device).context("cannot measure the device's copy rate")?;
+    let bytes = copy_probe_bytes(device);
+    let mib = bytes >> 20;
+    let what = if device.is_cpu() {
+        let threads = candle_core::utils::get_num_threads();
+        let plural = if threads == 1 { "" } else { "s" };
+        format!("memcpy of {mib} MiB over {threads} thread{plural}")
+    } else {
+        format!("device-to-device copy of {mib} MiB")
+    };
+    Ok(Roofline {
+        copy_rate_gb_s: rate / 1e9,
+        probe_bytes: bytes as u64,
+        description: format!("{what}, bytes read + written, median of 5 after a warm-up"),
+    })
 }
 
 /// Prints the report in `--format` and writes `--json` / `--csv`.

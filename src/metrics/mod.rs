@@ -2,7 +2,8 @@
 //! (`&[f32]`, one value per vocabulary entry) and plain numbers: no tensors, so each is tested
 //! by hand. `eval` and `train` judge fidelity with these (KL, arg max, top-k, perplexity);
 //! [`summary`] holds the statistics over runs (mean, median, percentile, spread) that
-//! `profile`, `eval` and `train` report; [`flops`] the analytic FLOP count of a prefill.
+//! `profile`, `eval` and `train` report; [`flops`] the analytic FLOP count of a prefill;
+//! [`bandwidth`] the analytic bytes a decode step reads.
 //!
 //! Conventions (llama.cpp's `perplexity --kl-divergence` uses the same): the unpruned run is
 //! the reference distribution P, the pruned run is Q, and KL(P‖Q) = Σ p·(ln p − ln q) in
@@ -15,6 +16,7 @@
 //! - A NaN among measured values (KLs, NLLs, timings) is left out of a mean, median,
 //!   percentile or summary; a statistic of no values is `None`.
 
+pub mod bandwidth;
 pub mod flops;
 pub mod summary;
 

@@ -72,6 +72,44 @@ impl LayerCache {
         Ok((kb.narrow(2, 0, needed)?, vb.narrow(2, 0, needed)?))
     }
 
+    /// Entries the buffers can hold before they must grow.
+    pub fn capacity(&self) -> Result<usize> {
+        self.k.as_ref().map_or(Ok(0), |b| b.dim(2))
+    }
+
+    /// Makes room for `extra` more entries without moving the buffers again until then: a
+    /// device-resident decode step writes into the buffers at the address it was recorded
+    /// with. Fails on an empty cache (there is no shape to grow from).
+    pub fn reserve(&mut self, extra: usize) -> Result<()> {
+        let (len, capacity) = (self.len(), self.capacity()?);
+        if len + extra <= capacity {
+            return Ok(());
+        }
+        let (Some(k), Some(v)) = (&self.k, &self.v) else {
+            candle_core::bail!("cannot reserve room in an empty layer cache");
+        };
+        let (k, v) = (k.clone(), v.clone());
+        self.k = Some(grow(Some(&k), &k, len, len + extra)?);
+        self.v = Some(grow(Some(&v), &v, len, len + extra)?);
+        Ok(())
+    }
+
+    /// The whole (1, kv_heads, capacity, head_dim) key and value buffers, spare room
+    /// included, for kernels that read the length from elsewhere.
+    pub fn buffers(&self) -> Option<(&Tensor, &Tensor)> {
+        self.k.as_ref().zip(self.v.as_ref())
+    }
+
+    /// Records an entry at `position` that a device kernel wrote into the buffers at index
+    /// `len()` ([`crate::model::decode_attention::cache_write`]).
+    pub fn note_written(&mut self, position: u32) -> Result<()> {
+        if self.len() >= self.capacity()? {
+            candle_core::bail!("cache entry written past the capacity of {}", self.len());
+        }
+        self.positions.push(position);
+        Ok(())
+    }
+
     /// Bytes held by the cached entries (not the spare capacity).
     pub fn bytes(&self) -> usize {
         match &self.k {

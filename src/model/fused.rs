@@ -62,6 +62,92 @@ pub fn gather_rows(x: &Tensor, index: &Tensor) -> Result<Tensor> {
     x.index_select(index, 1)
 }
 
+/// `x · [w₀; w₁; …]ᵀ` for a single input row `x` (…, cols) and one to three row-major
+/// weights `ws` (rowsᵢ, cols), the outputs one after another in the last dim, on CUDA through
+/// sdtp's GEMV kernel in one launch; `None` where it does not apply (more than one row, not
+/// CUDA, a dtype or shape it does not take, or `SDTP_CUBLAS_GEMV=1`, which keeps cuBLAS for
+/// comparisons). Decode steps and the prefill's last-token logits take this path.
+pub fn try_gemv(x: &Tensor, ws: &[&Tensor]) -> Result<Option<Tensor>> {
+    #[cfg(feature = "cuda")]
+    {
+        let cols = x.dim(candle_core::D::Minus1)?;
+        let dtype = x.dtype();
+        let fits = |w: &Tensor| -> Result<bool> {
+            Ok(w.rank() == 2
+                && w.dim(1)? == cols
+                && w.dtype() == dtype
+                && w.is_contiguous()
+                && w.layout().start_offset() == 0)
+        };
+        let mut all_fit = (1..=3).contains(&ws.len());
+        for w in ws {
+            all_fit = all_fit && fits(w)?;
+        }
+        let applies = all_fit
+            && x.device().is_cuda()
+            && x.elem_count() == cols
+            && matches!(
+                dtype,
+                candle_core::DType::BF16 | candle_core::DType::F16 | candle_core::DType::F32
+            )
+            && (cols * dtype.size_in_bytes()).is_multiple_of(16)
+            && !matches!(std::env::var("SDTP_CUBLAS_GEMV").as_deref(), Ok("1"));
+        if applies {
+            let rows: Vec<usize> = ws.iter().map(|w| w.dim(0)).collect::<Result<_>>()?;
+            let op = cuda::Gemv {
+                more: ws[1..].iter().map(|w| (*w).clone()).collect(),
+            };
+            let y = ws[0].apply_op2_no_bwd(&x.contiguous()?, &op)?;
+            let mut dims = x.dims().to_vec();
+            if let Some(last) = dims.last_mut() {
+                *last = rows.iter().sum();
+            }
+            return Ok(Some(y.reshape(dims)?));
+        }
+    }
+    let _ = (x, ws);
+    Ok(None)
+}
+
+/// `h + delta` and the RMSNorm of it (weight `norm`), for one row on CUDA in one kernel with
+/// the same bits as the add and candle's rmsnorm kernel, else the two ops. Returns
+/// (sum, normed), both shaped as `h`. The decode step's residual adds go through it.
+pub fn add_rms_norm(
+    h: &Tensor,
+    delta: &Tensor,
+    norm: &candle_nn::RmsNorm,
+) -> Result<(Tensor, Tensor)> {
+    #[cfg(feature = "cuda")]
+    {
+        let cols = h.dim(candle_core::D::Minus1)?;
+        if h.device().is_cuda()
+            && h.elem_count() == cols
+            && delta.elem_count() == cols
+            && h.dtype() == delta.dtype()
+            && norm.weight().dtype() == h.dtype()
+            && matches!(
+                h.dtype(),
+                candle_core::DType::BF16 | candle_core::DType::F16 | candle_core::DType::F32
+            )
+        {
+            let both = h.contiguous()?.apply_op3_no_bwd(
+                &delta.contiguous()?,
+                norm.weight(),
+                &cuda::AddRmsNorm {
+                    eps: norm.eps() as f32,
+                },
+            )?;
+            return Ok((
+                both.narrow(0, 0, 1)?.reshape(h.shape())?,
+                both.narrow(0, 1, 1)?.reshape(h.shape())?,
+            ));
+        }
+    }
+    let sum = (h + delta)?;
+    let normed = candle_core::Module::forward(norm, &sum)?;
+    Ok((sum, normed))
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use candle_core::backend::BackendStorage;
@@ -210,6 +296,194 @@ mod cuda {
                 CudaStorage { slice, device: dev },
                 Shape::from((1, heads, t, d)),
             ))
+        }
+    }
+
+    pub struct AddRmsNorm {
+        pub eps: f32,
+    }
+
+    impl candle_core::CustomOp3 for AddRmsNorm {
+        fn name(&self) -> &'static str {
+            "sdtp-add-rms-norm"
+        }
+
+        cuda_only!(3, "the fused add + RMSNorm kernel");
+
+        fn cuda_fwd(
+            &self,
+            h: &CudaStorage,
+            lh: &Layout,
+            delta: &CudaStorage,
+            ld: &Layout,
+            w: &CudaStorage,
+            lw: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            let dev = h.device().clone();
+            let cols = lh.shape().elem_count();
+            if ld.shape().elem_count() != cols
+                || lw.shape().elem_count() != cols
+                || !lh.is_contiguous()
+                || !ld.is_contiguous()
+                || !lw.is_contiguous()
+            {
+                candle_core::bail!(
+                    "add + rms norm of {:?}, {:?} and {:?}",
+                    lh.shape(),
+                    ld.shape(),
+                    lw.shape()
+                );
+            }
+            let suffix = dtype_suffix(h.dtype(), "add + rms norm")?;
+            let func = Kernel::load(&dev, PTX, &format!("add_rms_norm_{suffix}"), 0)?;
+            // candle's rmsnorm launch: one warp below 1024 columns, else 1024 threads.
+            let block = if cols < 1024 { 32 } else { 1024 };
+            let cfg = LaunchConfig {
+                grid_dim: (1, 1, 1),
+                block_dim: (block, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let cols_i = cols as i32;
+            macro_rules! run {
+                ($variant:ident, $ty:ty) => {{
+                    let (
+                        CudaStorageSlice::$variant(hs),
+                        CudaStorageSlice::$variant(ds),
+                        CudaStorageSlice::$variant(ws),
+                    ) = (&h.slice, &delta.slice, &w.slice)
+                    else {
+                        candle_core::bail!("add + rms norm: inputs must share a dtype")
+                    };
+                    let (hs, ds, ws) = (
+                        hs.slice(lh.start_offset()..),
+                        ds.slice(ld.start_offset()..),
+                        ws.slice(lw.start_offset()..),
+                    );
+                    // SAFETY: every element of both rows is written by the kernel.
+                    let both = unsafe { dev.alloc::<$ty>(2 * cols)? };
+                    let (sum, out) = (both.slice(..cols), both.slice(cols..));
+                    let mut b = func.builder();
+                    b.arg(&hs).arg(&ds).arg(&ws).arg(&sum).arg(&out);
+                    b.arg(&cols_i).arg(&self.eps);
+                    // SAFETY: matches add_rms_norm_* in kernels/fused_ops.cu; each operand
+                    // holds cols elements.
+                    unsafe { b.launch(cfg) }.w()?;
+                    drop((sum, out));
+                    CudaStorageSlice::$variant(both)
+                }};
+            }
+            let slice = match h.dtype() {
+                DType::BF16 => run!(BF16, half::bf16),
+                DType::F16 => run!(F16, half::f16),
+                _ => run!(F32, f32),
+            };
+            Ok((CudaStorage { slice, device: dev }, Shape::from((2, cols))))
+        }
+    }
+
+    /// The GEMV of `w₀` (the op's first operand) and up to two more weights of the same
+    /// width, their outputs following `w₀`'s.
+    pub struct Gemv {
+        pub more: Vec<candle_core::Tensor>,
+    }
+
+    impl candle_core::CustomOp2 for Gemv {
+        fn name(&self) -> &'static str {
+            "sdtp-gemv"
+        }
+
+        cuda_only!(2, "the one-row GEMV kernel");
+
+        fn cuda_fwd(
+            &self,
+            w: &CudaStorage,
+            lw: &Layout,
+            x: &CudaStorage,
+            lx: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            let dev = w.device().clone();
+            let (rows0, cols) = lw.shape().dims2()?;
+            let vec_elems = 16 / w.dtype().size_in_bytes();
+            if lx.shape().elem_count() != cols
+                || !lx.is_contiguous()
+                || !lw.is_contiguous()
+                || !(lx.start_offset() * w.dtype().size_in_bytes()).is_multiple_of(16)
+                || !cols.is_multiple_of(vec_elems)
+                || self.more.len() > 2
+            {
+                candle_core::bail!("gemv of {:?} by {:?}", lx.shape(), lw.shape());
+            }
+            // The other weights' storages, read-locked until the launch is queued.
+            let guards: Vec<_> = self.more.iter().map(|t| t.storage_and_layout()).collect();
+            let mut more_rows = Vec::new();
+            for (storage, layout) in &guards {
+                let (r, c) = layout.shape().dims2()?;
+                if c != cols || !layout.is_contiguous() || layout.start_offset() != 0 {
+                    candle_core::bail!(
+                        "gemv: weights of {:?} and {:?}",
+                        lw.shape(),
+                        layout.shape()
+                    );
+                }
+                if !matches!(&**storage, candle_core::Storage::Cuda(_)) {
+                    candle_core::bail!("gemv: every weight must be on the CUDA device");
+                }
+                more_rows.push(r);
+            }
+            let rows1 = more_rows.first().copied().unwrap_or(0);
+            let rows = rows0 + more_rows.iter().sum::<usize>();
+            // Four rows a warp where that still leaves a few warps for every SM; one row a
+            // warp for the small matrices (a GQA model's k and v projections).
+            const WARPS: usize = 8;
+            let per_warp = if rows >= 4 * WARPS * 132 * 2 { 4 } else { 1 };
+            let suffix = dtype_suffix(w.dtype(), "gemv")?;
+            let func = Kernel::load(&dev, PTX, &format!("gemv_{suffix}_r{per_warp}"), 0)?;
+            let cfg = LaunchConfig {
+                grid_dim: (rows.div_ceil(per_warp * WARPS) as u32, 1, 1),
+                block_dim: (32 * WARPS as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let (rows0_i, rows1_i, rows_i, cols_i) =
+                (rows0 as i32, rows1 as i32, rows as i32, cols as i32);
+            macro_rules! run {
+                ($variant:ident, $ty:ty) => {{
+                    let (CudaStorageSlice::$variant(ws), CudaStorageSlice::$variant(xs)) =
+                        (&w.slice, &x.slice)
+                    else {
+                        candle_core::bail!("gemv: weight and input must share a dtype")
+                    };
+                    let mut others = Vec::new();
+                    for (storage, _) in &guards {
+                        let candle_core::Storage::Cuda(s) = &**storage else {
+                            candle_core::bail!("gemv: every weight must be on the CUDA device")
+                        };
+                        let CudaStorageSlice::$variant(o) = &s.slice else {
+                            candle_core::bail!("gemv: weights must share a dtype")
+                        };
+                        others.push(o.slice(0..));
+                    }
+                    let w0 = ws.slice(lw.start_offset()..);
+                    // Absent weights: w₀ again, never read (their row counts are 0).
+                    let w1 = others.first().unwrap_or(&w0);
+                    let w2 = others.get(1).unwrap_or(&w0);
+                    let xs = xs.slice(lx.start_offset()..);
+                    // SAFETY: every element is written by the kernel.
+                    let out = unsafe { dev.alloc::<$ty>(rows)? };
+                    let mut b = func.builder();
+                    b.arg(&w0).arg(w1).arg(w2).arg(&xs).arg(&out);
+                    b.arg(&rows0_i).arg(&rows1_i).arg(&rows_i).arg(&cols_i);
+                    // SAFETY: matches gemv_* in kernels/fused_ops.cu; every weight is
+                    // contiguous (rowsᵢ, cols), x holds cols elements, all 16-byte aligned.
+                    unsafe { b.launch(cfg) }.w()?;
+                    CudaStorageSlice::$variant(out)
+                }};
+            }
+            let slice = match w.dtype() {
+                DType::BF16 => run!(BF16, half::bf16),
+                DType::F16 => run!(F16, half::f16),
+                _ => run!(F32, f32),
+            };
+            Ok((CudaStorage { slice, device: dev }, Shape::from(rows)))
         }
     }
 

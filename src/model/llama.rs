@@ -71,6 +71,61 @@ fn rms_norm(norm: &RmsNorm, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
     }
 }
 
+/// What a device-resident decode step reads on the device: the u32 buffer
+/// `[token, position, len_0, len_1, …]` (len_i: entries in layer i's cache before the step)
+/// and the RoPE angles of that position, computed from it on the device, so that nothing the
+/// step launches depends on a value known only to the host.
+#[derive(Debug, Clone)]
+pub struct ResidentInputs {
+    tensor: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+// The layout is written on every build (the decode loop fills it); read only by the CUDA
+// step.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+impl ResidentInputs {
+    const TOKEN: usize = 0;
+    const POSITION: usize = 1;
+    const FIRST_LEN: usize = 2;
+
+    /// The buffer's values for one step: the token to run, its position and each layer's
+    /// cache length.
+    pub fn values(token: u32, position: u32, lens: &[usize]) -> Vec<u32> {
+        let mut values = vec![token, position];
+        values.extend(lens.iter().map(|&len| len as u32));
+        values
+    }
+
+    /// Index of layer `layer`'s length in the buffer.
+    pub fn slot(layer: usize) -> usize {
+        Self::FIRST_LEN + layer
+    }
+
+    fn new(tensor: &Tensor, rope: &RotaryEmbedding, dtype: DType) -> Result<Self> {
+        let (cos, sin) = rope.cos_sin(&tensor.narrow(0, Self::POSITION, 1)?, dtype)?;
+        Ok(Self {
+            tensor: tensor.clone(),
+            cos,
+            sin,
+        })
+    }
+
+    /// (1, 1) u32: the token, as the embedding looks it up.
+    fn token(&self) -> Result<Tensor> {
+        self.tensor.narrow(0, Self::TOKEN, 1)?.unsqueeze(0)
+    }
+
+    pub fn tensor(&self) -> &Tensor {
+        &self.tensor
+    }
+
+    pub fn cos_sin(&self) -> (&Tensor, &Tensor) {
+        (&self.cos, &self.sin)
+    }
+}
+
 /// What a layer's forward returns besides its output.
 pub struct LayerOutput {
     /// (1, len, hidden)
@@ -156,21 +211,15 @@ impl Attention {
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, t, _) = x.dims3()?;
         let (q, k, v) = if kernels == Kernels::Fast && x.device().is_cuda() {
-            // On CUDA: rotate q and k in the projection's (b, t, heads, d) layout; the
-            // attention kernels read q through its strides, and k and v reach the cache's
-            // (b, heads, t, d) layout through one coalesced copy each (candle's generic
-            // strided copy of a transposed view runs at a fraction of the bandwidth).
-            let seq_major = |proj: &Proj, n: usize| -> Result<Tensor> {
-                proj.forward(x)?.reshape((b, t, n, self.head_dim))
-            };
-            let (cos, sin) = (&positions.cos, &positions.sin);
-            let q = rope
-                .apply_seq_major(&seq_major(&self.q_proj, self.num_heads)?, cos, sin)?
-                .transpose(1, 2)?;
-            let k = rope.apply_seq_major(&seq_major(&self.k_proj, self.num_kv_heads)?, cos, sin)?;
-            let k = super::fused::to_heads_major(&k)?;
-            let v = super::fused::to_heads_major(&seq_major(&self.v_proj, self.num_kv_heads)?)?;
-            (q, k, v)
+            // On CUDA: the attention kernels read q through its strides, and k and v reach
+            // the cache's (b, heads, t, d) layout through one coalesced copy each (candle's
+            // generic strided copy of a transposed view runs at a fraction of the bandwidth).
+            let (q, k, v) = self.project_seq_major(x, &positions.cos, &positions.sin, rope)?;
+            (
+                q.transpose(1, 2)?,
+                super::fused::to_heads_major(&k)?,
+                super::fused::to_heads_major(&v)?,
+            )
         } else {
             let heads = |proj: &Proj, n: usize| -> Result<Tensor> {
                 proj.forward(x)?
@@ -213,6 +262,84 @@ impl Attention {
             .transpose(1, 2)?
             .reshape((b, t, self.num_heads * self.head_dim))?;
         Ok((self.o_proj.forward(&y)?, tail))
+    }
+}
+
+impl Attention {
+    /// q (b, t, heads, d) and k (b, t, kv_heads, d) rotated by `cos`/`sin`, and v
+    /// (b, t, kv_heads, d): the projections in their token-major output layout, where
+    /// candle's fused RoPE kernel rotates them without a transposed copy.
+    fn project_seq_major(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        rope: &RotaryEmbedding,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, t, _) = x.dims3()?;
+        let d = self.head_dim;
+        let (q, k, v) = match self.one_row_qkv(x)? {
+            Some(qkv) => qkv,
+            None => (
+                self.q_proj.forward(x)?,
+                self.k_proj.forward(x)?,
+                self.v_proj.forward(x)?,
+            ),
+        };
+        let q = rope.apply_seq_major(&q.reshape((b, t, self.num_heads, d))?, cos, sin)?;
+        let k = rope.apply_seq_major(&k.reshape((b, t, self.num_kv_heads, d))?, cos, sin)?;
+        Ok((q, k, v.reshape((b, t, self.num_kv_heads, d))?))
+    }
+
+    /// q, k and v of a single row through one GEMV launch over the three weights (each
+    /// output the same as its own projection's), where the projections are dense without a
+    /// bias and the GEMV applies.
+    fn one_row_qkv(&self, x: &Tensor) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+        let (Some(wq), Some(wk), Some(wv)) = (
+            self.q_proj.plain_dense_weight(),
+            self.k_proj.plain_dense_weight(),
+            self.v_proj.plain_dense_weight(),
+        ) else {
+            return Ok(None);
+        };
+        let Some(qkv) = super::fused::try_gemv(x, &[wq, wk, wv])? else {
+            return Ok(None);
+        };
+        let (hq, hk) = (wq.dim(0)?, wk.dim(0)?);
+        let last = candle_core::D::Minus1;
+        Ok(Some((
+            qkv.narrow(last, 0, hq)?,
+            qkv.narrow(last, hq, hk)?,
+            qkv.narrow(last, hq + hk, hk)?,
+        )))
+    }
+
+    /// One decode token `x` (1, 1, hidden) with its lengths on the device: its keys and
+    /// values go into `cache`'s buffers at entry `inputs[slot]`, and it attends to the
+    /// entries before that and itself. Nothing here depends on a host-side length, so the
+    /// launches replay from a CUDA graph.
+    #[cfg(feature = "cuda")]
+    fn forward_resident(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        cache: &LayerCache,
+        resident: &ResidentInputs,
+        slot: usize,
+    ) -> Result<Tensor> {
+        use super::decode_attention::{cache_write, decode_attention};
+        let (cos, sin) = resident.cos_sin();
+        let (q, k, v) = self.project_seq_major(x, cos, sin, rope)?;
+        let Some((k_cache, v_cache)) = cache.buffers() else {
+            candle_core::bail!("device-resident decode over an empty layer cache");
+        };
+        // One token: (1, 1, kv_heads, d) is (1, kv_heads, 1, d) in memory.
+        let (kv, d) = (self.num_kv_heads, self.head_dim);
+        cache_write(k_cache, &k.reshape((1, kv, 1, d))?, resident.tensor(), slot)?;
+        cache_write(v_cache, &v.reshape((1, kv, 1, d))?, resident.tensor(), slot)?;
+        let q = q.reshape((1, self.num_heads, 1, d))?;
+        let y = decode_attention(&q, k_cache, v_cache, resident.tensor(), slot)?;
+        self.o_proj.forward(&y.reshape((1, 1, self.num_heads * d))?)
     }
 }
 
@@ -370,6 +497,38 @@ impl DecoderLayer<'_> {
             self.kernels,
         )?;
         hidden + mlp
+    }
+
+    /// [`DecoderLayer::forward`] of one decode token whose cache length and position are on
+    /// the device (`resident`, this layer's length at `slot`); the cache's buffers must have
+    /// room for the new entry, and the caller records it ([`LayerCache::note_written`]).
+    /// The residual adds are fused with the norms after them: the block takes the residual
+    /// stream and the previous block's MLP output not yet added to it (`None` for the first
+    /// block), and returns the same pair for the next block.
+    #[cfg(feature = "cuda")]
+    pub fn forward_resident(
+        &self,
+        residual: &Tensor,
+        delta: Option<&Tensor>,
+        rope: &RotaryEmbedding,
+        cache: &LayerCache,
+        resident: &ResidentInputs,
+        slot: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        use super::fused::add_rms_norm;
+        let layer = self.weights;
+        let (hidden, x) = match delta {
+            Some(delta) => add_rms_norm(residual, delta, &layer.input_layernorm)?,
+            None => (
+                residual.clone(),
+                rms_norm(&layer.input_layernorm, residual, self.kernels)?,
+            ),
+        };
+        let attn = layer
+            .self_attn
+            .forward_resident(&x, rope, cache, resident, slot)?;
+        let (hidden, x) = add_rms_norm(&hidden, &attn, &layer.post_attention_layernorm)?;
+        Ok((hidden, layer.mlp.forward(&x, self.kernels)?))
     }
 }
 
@@ -561,6 +720,77 @@ impl Llama {
         Positions::new(ids, &self.rope, self.dtype, &self.device)
     }
 
+    /// Whether [`Llama::decode_resident`] runs for this model: CUDA, the fused kernels and a
+    /// head shape the decode attention kernel covers.
+    pub fn resident_decode_supported(&self) -> bool {
+        #[cfg(feature = "cuda")]
+        {
+            let c = &self.config;
+            self.device.is_cuda()
+                && self.kernels == Kernels::Fast
+                && super::decode_attention::supported(
+                    self.dtype,
+                    c.head_dim,
+                    c.num_attention_heads,
+                    c.num_key_value_heads,
+                )
+        }
+        #[cfg(not(feature = "cuda"))]
+        false
+    }
+
+    /// Whether the embedding of a token is expanded on the host (a quantized table): a
+    /// device-resident step then takes the embedded row instead of looking the token up.
+    pub fn embeds_on_host(&self) -> bool {
+        matches!(self.embed_tokens, Embed::Quantized(_))
+    }
+
+    /// One decode step with every length on the device: the token and position in `inputs`
+    /// (laid out as [`ResidentInputs::values`]; `embedded` holds the token's (1, 1, hidden)
+    /// row where [`Llama::embeds_on_host`]) go through every layer, each writing its new
+    /// entry into `cache`'s buffers (which must have room: [`LayerCache::reserve`]) without
+    /// recording it on the host. Returns the logits (vocab,) f32. Only where
+    /// [`Llama::resident_decode_supported`].
+    #[cfg(feature = "cuda")]
+    pub fn decode_resident(
+        &self,
+        inputs: &Tensor,
+        embedded: Option<&Tensor>,
+        cache: &super::cache::KvCache,
+    ) -> Result<Tensor> {
+        let resident = ResidentInputs::new(inputs, &self.rope, self.dtype)?;
+        let mut hidden: Tensor = match (&self.embed_tokens, embedded) {
+            (_, Some(row)) => row.clone(),
+            (Embed::Dense(embed), None) => embed.forward(&resident.token()?)?,
+            (Embed::Quantized(_), None) => {
+                candle_core::bail!(
+                    "a quantized embedding table is expanded on the host: pass the row"
+                )
+            }
+        };
+        let mut delta = None;
+        for (index, (layer, layer_cache)) in self.layers().iter().zip(&cache.layers).enumerate() {
+            let (residual, mlp) = layer.forward_resident(
+                &hidden,
+                delta.as_ref(),
+                &self.rope,
+                layer_cache,
+                &resident,
+                ResidentInputs::slot(index),
+            )?;
+            (hidden, delta) = (residual, Some(mlp));
+        }
+        let normed = match &delta {
+            Some(delta) => super::fused::add_rms_norm(&hidden, delta, &self.norm)?.1,
+            None => rms_norm(&self.norm, &hidden, self.kernels)?,
+        };
+        self.lm_head
+            .forward(&normed)?
+            .squeeze(0)?
+            .squeeze(0)?
+            .to_dtype(DType::F32)
+    }
+
     /// Final norm and lm_head of the given rows only, (1, rows, hidden) -> (rows, vocab) f32.
     /// Prefill asks for its last row alone: the full-prompt logits would cost
     /// len × vocab × hidden for nothing.
@@ -575,5 +805,14 @@ impl Llama {
     pub fn last_logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let len = hidden.dim(1)?;
         self.logits(&hidden.narrow(1, len - 1, 1)?)?.squeeze(0)
+    }
+
+    /// Bytes of weights one decode step reads: every layer's matrices and norms, the final
+    /// norm and the lm_head (a tied dense head is the embedding table, read whole as the
+    /// head). The embedding table itself is left out: a step looks up one row of it.
+    pub fn decode_weight_bytes(&self) -> usize {
+        let matrices: usize = self.layer_projs().map(Proj::size_in_bytes).sum();
+        let norms = (2 * self.layers.len() + 1) * self.config.hidden_size;
+        matrices + self.lm_head.size_in_bytes() + norms * self.dtype.size_in_bytes()
     }
 }

@@ -9,7 +9,8 @@
 //! - [`llama`]: embeddings, decoder layers (`attend`, then `feed_forward`), norm and lm_head;
 //!   [`cache`]: the per-layer K/V of exactly the tokens each layer saw;
 //! - the ops: [`attention`] (with the tail scores the attention scorer reads), [`rope`] at
-//!   explicit positions, [`fused`] CPU/CUDA kernels, `flash`/`cudnn` attention on CUDA, and
+//!   explicit positions, [`fused`] CPU/CUDA kernels, `flash`/`cudnn` attention on CUDA,
+//!   `decode_attention` (the decode step with its lengths on the device), and
 //!   [`kernels`], the leaf switch between fused and differentiable kernels they all read.
 
 pub mod attention;
@@ -19,6 +20,8 @@ pub mod config;
 mod cuda_kernels;
 #[cfg(feature = "cuda")]
 pub mod cudnn;
+#[cfg(feature = "cuda")]
+pub mod decode_attention;
 #[cfg(feature = "cuda")]
 pub mod flash;
 pub mod fused;

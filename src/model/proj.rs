@@ -77,10 +77,27 @@ impl Proj {
     }
 }
 
+impl Proj {
+    /// The weight of a dense projection without a bias: what a fused GEMV of several
+    /// projections can read directly.
+    pub fn plain_dense_weight(&self) -> Option<&Tensor> {
+        match self {
+            Self::Dense(l) if l.bias().is_none() => Some(l.weight()),
+            _ => None,
+        }
+    }
+}
+
 impl Module for Proj {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Self::Dense(l) => l.forward(x),
+            Self::Dense(l) => match super::fused::try_gemv(x, &[l.weight()])? {
+                Some(y) => match l.bias() {
+                    Some(bias) => y.broadcast_add(bias),
+                    None => Ok(y),
+                },
+                None => l.forward(x),
+            },
             Self::Quantized {
                 matmul,
                 bias,

@@ -12,6 +12,10 @@
 //! Tokenisation, building the scorer, the memory probe and the prune log stay outside the
 //! clock. Decoding is greedy and ignores end-of-sequence, so every run of a length generates
 //! the same number of tokens.
+//!
+//! The decode bandwidth of an end2end run is its analytic bytes per decode step
+//! (`metrics::bandwidth`: weights plus every layer's KV cache) × its decode tokens/s; its
+//! roofline share is that over the copy rate the caller measured before the runs.
 
 use std::time::Instant;
 
@@ -23,6 +27,7 @@ use super::prompt::PromptSource;
 use super::report::{Kept, MetricSummaries, ModeResult, Repetition, Speedup, StageCount};
 use crate::device::synchronize;
 use crate::generate::{generate, SamplingConfig};
+use crate::metrics::bandwidth::{decode_bytes_per_token, kv_entry_bytes, DecodeBytes};
 use crate::metrics::flops::{prefill_flops, FlopShape, ScorerCost};
 use crate::metrics::summary::{ratio, Summary};
 use crate::model::llama::Llama;
@@ -67,6 +72,9 @@ pub struct HarnessConfig<'a> {
     pub seed: u64,
     /// Name of the model in prune-log records.
     pub model_name: &'a str,
+    /// The device's copy rate in bytes/s (read + write, `device::copy_rate_bytes_per_s`),
+    /// measured before the runs; the decode bandwidth's roofline share is taken of it.
+    pub copy_rate_bytes_per_s: Option<f64>,
 }
 
 /// Where progress and per-layer records go.
@@ -89,6 +97,7 @@ pub fn run(
 ) -> Result<Vec<ModeResult>> {
     let memory = PeakMemory::for_device(model.device());
     let shape = FlopShape::from(model.config());
+    let read = DecodeReads::of(model);
     let mut results = Vec::new();
     for &length in config.lengths {
         let prompt = prompts.take(length);
@@ -109,7 +118,7 @@ pub fn run(
                         None => format!("warm-up {}/{}", round + 1, config.warmup),
                     }
                 ));
-                let run = run_once(model, &prompt.ids, contender, config, &memory)
+                let run = run_once(model, &prompt.ids, contender, config, &memory, &read)
                     .with_context(|| format!("length {length}, {}", contender.info.mode))?;
                 sinks.progress.inc(1);
                 let Some(index) = measured else { continue };
@@ -139,7 +148,14 @@ pub fn run(
         }
         let first = results.len();
         for (contender, runs) in contenders.iter().zip(&runs) {
-            results.push(summarise(length, prompt.tiled, contender, runs, &shape)?);
+            results.push(summarise(
+                length,
+                prompt.tiled,
+                contender,
+                runs,
+                &shape,
+                config.copy_rate_bytes_per_s,
+            )?);
         }
         add_speedups(&mut results[first..]);
     }
@@ -158,8 +174,32 @@ struct Run {
     total_secs: f64,
     peak_memory: Option<u64>,
     kv_cache_bytes: u64,
+    /// Bytes read per decode step; `None` without decode steps.
+    decode_bytes: Option<DecodeBytes>,
+    decode_path: Option<&'static str>,
     stats: Vec<LayerStats>,
     kept: Vec<StageCount>,
+}
+
+/// What every decode step of a model reads besides the cache lengths.
+struct DecodeReads {
+    weight_bytes: u64,
+    /// Bytes of one cached token of one layer (key and value).
+    entry_bytes: u64,
+}
+
+impl DecodeReads {
+    fn of(model: &Llama) -> Self {
+        let c = model.config();
+        Self {
+            weight_bytes: model.decode_weight_bytes() as u64,
+            entry_bytes: kv_entry_bytes(
+                c.num_key_value_heads,
+                c.head_dim,
+                model.dtype().size_in_bytes(),
+            ),
+        }
+    }
 }
 
 fn run_once(
@@ -168,6 +208,7 @@ fn run_once(
     contender: &Contender,
     config: &HarnessConfig,
     memory: &PeakMemory,
+    read: &DecodeReads,
 ) -> Result<Run> {
     let device = model.device();
     let schedule = &contender.schedule;
@@ -190,6 +231,7 @@ fn run_once(
     synchronize(device)?;
     let prefill_secs = started.elapsed().as_secs_f64();
     let kv_cache_bytes = prefill.cache.bytes() as u64;
+    let layer_lens = prefill.cache.layer_lens();
     let stats = prefill.stats.clone();
     let mut first_token = None;
     let decoded = generate(
@@ -211,6 +253,15 @@ fn run_once(
     let total_secs = started.elapsed().as_secs_f64();
 
     let peak_memory = memory.peak_bytes();
+    let decode_bytes = match config.kind {
+        ProfileKind::End2End { .. } => decode_bytes_per_token(
+            read.weight_bytes,
+            read.entry_bytes,
+            &layer_lens,
+            decoded.tokens.len().saturating_sub(1),
+        ),
+        ProfileKind::Prefill => None,
+    };
     let kept = stats
         .iter()
         .filter(|s| s.stage_keep_ratio.is_some())
@@ -233,6 +284,11 @@ fn run_once(
         total_secs,
         peak_memory,
         kv_cache_bytes,
+        decode_bytes,
+        decode_path: match config.kind {
+            ProfileKind::End2End { .. } => Some(decoded.path.name()),
+            ProfileKind::Prefill => None,
+        },
         stats,
         kept,
     })
@@ -250,12 +306,20 @@ fn decode_tok_s(run: &Run) -> Option<f64> {
         .map(|s| steps as f64 / s)
 }
 
+/// Decode bandwidth in GB/s: bytes per decode step × decode steps per second.
+fn decode_gb_s(run: &Run) -> Option<f64> {
+    run.decode_bytes
+        .zip(decode_tok_s(run))
+        .map(|(bytes, rate)| bytes.bandwidth_gb_s(rate))
+}
+
 fn summarise(
     length: usize,
     tiled: bool,
     contender: &Contender,
     runs: &[Run],
     shape: &FlopShape,
+    copy_rate_bytes_per_s: Option<f64>,
 ) -> Result<ModeResult> {
     let first = runs.first().context("no repetition ran")?;
     let ms = |f: fn(&Run) -> f64| runs.iter().map(move |r| f(r) * 1e3);
@@ -265,6 +329,7 @@ fn summarise(
         .map(|s| s * 1e3)
         .collect();
     let throughput: Vec<f64> = runs.iter().filter_map(decode_tok_s).collect();
+    let bandwidth = Summary::of(&runs.iter().filter_map(decode_gb_s).collect::<Vec<_>>());
     let peaks: Vec<f64> = runs
         .iter()
         .filter_map(|r| r.peak_memory)
@@ -279,6 +344,7 @@ fn summarise(
         ttft_ms: summary(ms(|r| r.ttft_secs), "time to first token")?,
         decode_ms: Summary::of(&decode),
         decode_tok_s: Summary::of(&throughput),
+        decode_bandwidth_gb_s: bandwidth,
         total_ms: summary(ms(|r| r.total_secs), "total time")?,
         peak_memory_bytes: Summary::of(&peaks),
     };
@@ -297,6 +363,13 @@ fn summarise(
             final_ratio: final_tokens as f64 / length as f64,
         },
         kv_cache_bytes: first.kv_cache_bytes,
+        decode_bytes_per_token: first.decode_bytes.map(|b| b.total()),
+        decode_weight_bytes_per_token: first.decode_bytes.map(|b| b.weights),
+        decode_kv_bytes_per_token: first.decode_bytes.map(|b| b.kv),
+        decode_path: first.decode_path.map(str::to_string),
+        roofline_share: bandwidth
+            .zip(copy_rate_bytes_per_s)
+            .and_then(|(b, rate)| roofline_share(b.median, rate)),
         flops: prefill_flops(shape, &first.stats, scorer_cost),
         summary,
         speedup: None,
@@ -310,6 +383,7 @@ fn summarise(
                 decode_ms: r.decode_secs.map(|s| s * 1e3),
                 generated_tokens: r.generated,
                 decode_tok_s: decode_tok_s(r),
+                decode_bandwidth_gb_s: decode_gb_s(r),
                 total_ms: r.total_secs * 1e3,
                 peak_memory_bytes: r.peak_memory,
                 kv_cache_bytes: r.kv_cache_bytes,
@@ -317,6 +391,13 @@ fn summarise(
             })
             .collect(),
     })
+}
+
+/// Decode bandwidth (GB/s) as a share of the copy rate (bytes/s); `None` unless both are
+/// positive and finite.
+fn roofline_share(bandwidth_gb_s: f64, copy_rate_bytes_per_s: f64) -> Option<f64> {
+    let share = bandwidth_gb_s * 1e9 / copy_rate_bytes_per_s;
+    (share.is_finite() && share > 0.0).then_some(share)
 }
 
 /// Fills `speedup` of every non-baseline result of one length from that length's baseline.

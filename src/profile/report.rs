@@ -24,6 +24,9 @@ pub struct ProfileReport {
     pub settings: Settings,
     pub prompt: PromptInfo,
     pub memory: MemoryInfo,
+    /// The copy rate decode bandwidth is compared with; null for prefill (no decode).
+    #[serde(default)]
+    pub roofline: Option<Roofline>,
     /// The baseline first, then each compared schedule, in run order.
     pub schedules: Vec<ScheduleInfo>,
     /// One entry per (length, mode): lengths in the order asked, the baseline first.
@@ -61,6 +64,18 @@ pub struct MemoryInfo {
     pub description: String,
 }
 
+/// The device's measured copy rate (`device::copy_rate_bytes_per_s`), once per report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Roofline {
+    /// Bytes read plus bytes written per second of a device-to-device copy, in GB/s (10⁹
+    /// bytes): 2 × probe_bytes / median time of 5 copies after a warm-up.
+    pub copy_rate_gb_s: f64,
+    /// Bytes of the copied buffer (1 GiB on a GPU, 256 MiB on the CPU).
+    pub probe_bytes: u64,
+    /// How it was measured, in words.
+    pub description: String,
+}
+
 /// Tokens a pruning stage received and kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageCount {
@@ -87,6 +102,9 @@ pub struct MetricSummaries {
     /// Null in prefill mode.
     pub decode_ms: Option<Summary>,
     pub decode_tok_s: Option<Summary>,
+    /// Bytes read per decode step × decode tokens/s, in GB/s; null in prefill mode.
+    #[serde(default)]
+    pub decode_bandwidth_gb_s: Option<Summary>,
     pub total_ms: Summary,
     pub peak_memory_bytes: Option<Summary>,
 }
@@ -115,6 +133,8 @@ pub struct Repetition {
     /// Tokens generated, the first included.
     pub generated_tokens: usize,
     pub decode_tok_s: Option<f64>,
+    #[serde(default)]
+    pub decode_bandwidth_gb_s: Option<f64>,
     pub total_ms: f64,
     pub peak_memory_bytes: Option<u64>,
     pub kv_cache_bytes: u64,
@@ -136,6 +156,23 @@ pub struct ModeResult {
     pub kept: Kept,
     /// Bytes of keys and values held after the prefill.
     pub kv_cache_bytes: u64,
+    /// Bytes one decode step reads, averaged over the run's steps: weights plus KV cache
+    /// (`metrics::bandwidth`). Null in prefill mode, as are the two parts and the share.
+    #[serde(default)]
+    pub decode_bytes_per_token: Option<u64>,
+    /// Layer matrices and norms, final norm, lm_head (not the embedding table).
+    #[serde(default)]
+    pub decode_weight_bytes_per_token: Option<u64>,
+    /// Every layer's whole KV cache, its mean length over the decode steps.
+    #[serde(default)]
+    pub decode_kv_bytes_per_token: Option<u64>,
+    /// Median decode bandwidth / the report's copy rate (1 = at the copy rate).
+    #[serde(default)]
+    pub roofline_share: Option<f64>,
+    /// How the decode steps ran: "cuda-graph", "resident" (lengths on the device, launched
+    /// op by op) or "host" (`resident_decode::DecodePath`). Null in prefill mode.
+    #[serde(default)]
+    pub decode_path: Option<String>,
     pub flops: PrefillFlops,
     pub summary: MetricSummaries,
     /// Null for the baseline.
@@ -196,6 +233,11 @@ impl ProfileReport {
                 median(s.decode_ms.as_ref()),
                 opt(s.decode_ms.map(|d| d.sd)),
                 median(s.decode_tok_s.as_ref()),
+                opt_int(r.decode_bytes_per_token),
+                opt_int(r.decode_weight_bytes_per_token),
+                opt_int(r.decode_kv_bytes_per_token),
+                median(s.decode_bandwidth_gb_s.as_ref()),
+                opt(r.roofline_share),
                 fmt_num(s.total_ms.median),
                 fmt_num(s.total_ms.min),
                 fmt_num(s.total_ms.max),
@@ -215,6 +257,7 @@ impl ProfileReport {
                 csv_escape(&self.run.dtype),
                 csv_escape(&self.run.model.weights),
                 csv_escape(&self.run.device),
+                opt(self.roofline.as_ref().map(|x| x.copy_rate_gb_s)),
                 csv_escape(&self.run.git_commit),
                 csv_escape(&self.run.date),
             ];
@@ -226,7 +269,7 @@ impl ProfileReport {
 }
 
 /// Columns of [`ProfileReport::to_csv`].
-pub const CSV_COLUMNS: [&str; 35] = [
+pub const CSV_COLUMNS: [&str; 41] = [
     "length",
     "mode",
     "schedule",
@@ -241,6 +284,11 @@ pub const CSV_COLUMNS: [&str; 35] = [
     "decode_ms_median",
     "decode_ms_sd",
     "decode_tok_s_median",
+    "decode_bytes_per_token",
+    "decode_weight_bytes_per_token",
+    "decode_kv_bytes_per_token",
+    "decode_bandwidth_gb_s_median",
+    "roofline_share",
     "total_ms_median",
     "total_ms_min",
     "total_ms_max",
@@ -260,6 +308,7 @@ pub const CSV_COLUMNS: [&str; 35] = [
     "dtype",
     "weights",
     "device",
+    "copy_rate_gb_s",
     "git_commit",
     "date",
 ];
@@ -273,6 +322,10 @@ fn fmt_num(v: f64) -> String {
     } else {
         String::new()
     }
+}
+
+fn opt_int(v: Option<u64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
 }
 
 fn csv_escape(field: &str) -> String {

@@ -45,7 +45,13 @@ pub fn title(report: &ProfileReport) -> String {
 fn columns(end2end: bool) -> Vec<&'static str> {
     let mut c = vec!["length", "mode", "prefill ms", "TTFT ms"];
     if end2end {
-        c.extend(["decode ms", "decode tok/s", "total ms"]);
+        c.extend([
+            "decode ms",
+            "decode tok/s",
+            "decode GB/s",
+            "% roofline",
+            "total ms",
+        ]);
     }
     c.extend(["kept", "KV MiB", "peak MiB", "GFLOPs", "prefill ×"]);
     if end2end {
@@ -84,6 +90,14 @@ fn row(report: &ProfileReport, r: &ModeResult) -> Vec<String> {
             s.decode_tok_s
                 .map_or("—".into(), |d| format!("{:.1}", d.median)),
         );
+        cells.push(
+            s.decode_bandwidth_gb_s
+                .map_or("—".into(), |d| format!("{:.1}", d.median)),
+        );
+        cells.push(
+            r.roofline_share
+                .map_or("—".into(), |x| format!("{:.1}%", 100.0 * x)),
+        );
         cells.push(spread(&s.total_ms));
     }
     cells.push(format!(
@@ -116,6 +130,13 @@ fn notes(report: &ProfileReport) -> Vec<String> {
             .to_string(),
         format!("peak memory: {}", report.memory.description),
     ];
+    if let Some(roofline) = &report.roofline {
+        notes.push(format!(
+            "decode GB/s: (weights + every layer's KV cache) read per decode token × decode tok/s; \
+             % roofline: of the copy rate measured at start, {:.1} GB/s ({})",
+            roofline.copy_rate_gb_s, roofline.description
+        ));
+    }
     if report.results.iter().any(|r| r.prompt_tiled) {
         notes.push(format!(
             "*: the prompt repeats {} (it has {} tokens)",

@@ -15,6 +15,7 @@ use super::schedule::{
     AttentionScoring, HeadReduce, PruneSchedule, ScorerKind, SENTENCE_MAX_TOKENS,
 };
 use super::score_ops::{max_pool, rank01, rank01_tie_broken, sentence_max};
+use crate::device::HostRead;
 use crate::model::config::ModelConfig;
 use crate::model::text::SentenceEnds;
 
@@ -55,8 +56,9 @@ pub trait Scorer {
     fn begin_prefill(&mut self, _ids: &[u32], _sentence_ends: Option<&SentenceEnds>) {}
 
     /// What the scores need from the device, one value per token: the part of scoring that
-    /// must wait for the layer.
-    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>>;
+    /// must wait for the layer, started here and waited for by the caller
+    /// ([`HostRead::wait`]), so that work queued in between runs meanwhile.
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<HostRead>;
 
     /// Host-only work on what [`Scorer::read_scores`] returned (pooling, carrying). The
     /// pruned prefill runs it after queuing the layer's MLP, so the device is not idle
@@ -67,7 +69,7 @@ pub trait Scorer {
 
     /// One score per token (higher = more salient), `n` values: read, then refined.
     fn score(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
-        let raw = self.read_scores(input)?;
+        let raw = self.read_scores(input)?.wait()?;
         self.refine(raw, input.positions)
     }
 }
@@ -119,7 +121,7 @@ impl Scorer for AttentionScorer {
         };
     }
 
-    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<HostRead> {
         let attention = input
             .tail_attention
             .context("attention scorer ran without the layer's tail attention")?;
@@ -132,7 +134,7 @@ impl Scorer for AttentionScorer {
             HeadReduce::Max => per_head.max(0)?,
             HeadReduce::Mean => per_head.mean(0)?,
         };
-        Ok(combined.to_vec1::<f32>()?)
+        HostRead::start(&combined)
     }
 
     fn refine(&mut self, raw: Vec<f32>, positions: Option<&[u32]>) -> Result<Vec<f32>> {
@@ -203,7 +205,7 @@ impl Scorer for NormScorer {
         ScorerKind::Norm
     }
 
-    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<HostRead> {
         let norms = input
             .hidden
             .to_dtype(DType::F32)?
@@ -211,7 +213,7 @@ impl Scorer for NormScorer {
             .sum(D::Minus1)?
             .sqrt()?
             .squeeze(0)?;
-        Ok(norms.to_vec1::<f32>()?)
+        HostRead::start(&norms)
     }
 }
 
@@ -233,9 +235,11 @@ impl Scorer for RandomScorer {
         ScorerKind::Random
     }
 
-    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<HostRead> {
         let n = input.hidden.dim(1)?;
-        Ok((0..n).map(|_| self.rng.random::<f32>()).collect())
+        Ok(HostRead::ready(
+            (0..n).map(|_| self.rng.random::<f32>()).collect(),
+        ))
     }
 }
 
@@ -327,14 +331,14 @@ impl Scorer for LearnedScorer {
         ScorerKind::Learned
     }
 
-    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<HostRead> {
         let (fc1, fc2) = self
             .stages
             .get(&input.layer)
             .with_context(|| format!("predictor has no stage for layer {}", input.layer))?;
         let x = input.hidden.to_dtype(DType::F32)?;
         let y = fc2.forward(&fc1.forward(&x)?.gelu_erf()?)?;
-        Ok(y.squeeze(0)?.squeeze(D::Minus1)?.to_vec1::<f32>()?)
+        HostRead::start(&y.squeeze(0)?.squeeze(D::Minus1)?)
     }
 }
 
