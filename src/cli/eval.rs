@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
+use super::session::reference_weights;
 use super::{ModelArgs, PlotArgs, Session};
 use common::{
     open_contenders, parse_scorers, prompt_progress, step_progress, unique, ContenderArgs,
@@ -76,6 +77,13 @@ pub struct AgreementArgs {
     /// Greedy tokens compared per prompt (0: compare the first token only).
     #[arg(long, default_value_t = 32)]
     pub continuation_tokens: usize,
+    /// auto, quantized or dequantized: the weights of the reference (unpruned) run every
+    /// contender is compared with. Default: --weights's (the same model unpruned). When they
+    /// differ, the reference is a second load of the model with these weights and the `none`
+    /// contender is added: it measures the weights' difference alone (e.g. quantisation
+    /// error against --reference-weights dequantized).
+    #[arg(long)]
+    pub reference_weights: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -193,17 +201,28 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
 }
 
-fn agreement(args: AgreementArgs) -> Result<()> {
+fn agreement(mut args: AgreementArgs) -> Result<()> {
     let started = SystemTime::now();
     args.set.check()?;
+    let reference_weights = reference_weights(&args.model, args.reference_weights.as_deref())?;
+    let schedules = &mut args.contenders.schedules;
+    if reference_weights.is_some() && !schedules.iter().any(|s| s.trim() == "none") {
+        // Against another model the unpruned run no longer agrees trivially: it is the
+        // measurement of the weights' difference alone, so it runs first.
+        schedules.insert(0, "none".to_string());
+    }
     let (session, contenders) = open_contenders(&args.model, &args.contenders)?;
     let (prompts, info) = tokenize_prompt_set(
         &session.loaded,
         &args.set.selection(),
         args.continuation_tokens,
     )?;
+    let reference = reference_weights
+        .map(|w| session.load_reference(&args.model, w))
+        .transpose()?;
     let report = agreement_report(
         &session.eval_run(started),
+        reference.as_ref(),
         &prompts,
         info,
         &contenders,

@@ -33,16 +33,7 @@ impl Session {
             .iter()
             .map(|args| resolve_schedule(args, &config))
             .collect::<Result<Vec<_>>>()?;
-        let mut options = LoadOptions {
-            dtype: DType::F32,
-            seed: model.seed,
-            weights: model.weights.parse::<WeightsRequest>()?,
-            quant: model
-                .quant
-                .as_deref()
-                .map(str::parse::<SyntheticQuant>)
-                .transpose()?,
-        };
+        let mut options = load_options(model)?;
         resolve_weights(&source, &options)?;
         let device = open_device(model.device.parse::<DeviceRequest>()?)?;
         let dtype = resolve_dtype(model.dtype.parse::<DTypeRequest>()?, &device)?;
@@ -64,6 +55,21 @@ impl Session {
         ))
     }
 
+    /// The session's model loaded again, on the same device in the same dtype, with
+    /// `weights` instead of `--weights`: the reference of `--reference-weights`.
+    pub fn load_reference(
+        &self,
+        model: &ModelArgs,
+        weights: WeightsRequest,
+    ) -> Result<LoadedModel> {
+        let options = LoadOptions {
+            dtype: self.dtype,
+            weights,
+            ..load_options(model)?
+        };
+        load_model_with(&self.loaded.source, self.loaded.model.device(), &options)
+    }
+
     pub fn scorer(&self, schedule: &PruneSchedule) -> Result<Box<dyn Scorer>> {
         let model = &self.loaded.model;
         build_scorer(schedule, model.config(), model.device(), self.seed)
@@ -82,6 +88,46 @@ impl Session {
             started,
         }
     }
+}
+
+/// `--weights`, `--quant` and `--seed` as load options (the dtype is set once the device is
+/// known).
+fn load_options(model: &ModelArgs) -> Result<LoadOptions> {
+    Ok(LoadOptions {
+        dtype: DType::F32,
+        seed: model.seed,
+        weights: model.weights.parse::<WeightsRequest>()?,
+        quant: model
+            .quant
+            .as_deref()
+            .map(str::parse::<SyntheticQuant>)
+            .transpose()?,
+    })
+}
+
+/// `--reference-weights` (`flag`) checked against the model before any weights load, as
+/// `--weights` is: the weights to load the reference with when they hold the matrices
+/// otherwise than `--weights` does, `None` when the reference is the run's own model (no flag,
+/// or one that resolves to the same weights).
+pub fn reference_weights(model: &ModelArgs, flag: Option<&str>) -> Result<Option<WeightsRequest>> {
+    let Some(flag) = flag else {
+        return Ok(None);
+    };
+    let request = flag.parse::<WeightsRequest>().map_err(|_| {
+        anyhow::anyhow!("unknown --reference-weights {flag:?}; use auto, quantized or dequantized")
+    })?;
+    let source = ModelSource::resolve(model.model.as_deref())?;
+    let options = load_options(model)?;
+    let own = resolve_weights(&source, &options)?;
+    let reference = resolve_weights(
+        &source,
+        &LoadOptions {
+            weights: request,
+            ..options
+        },
+    )
+    .with_context(|| format!("--reference-weights {flag}"))?;
+    Ok((reference != own).then_some(request))
 }
 
 /// A preset or TOML schedule for this model, with `--scorer` applied and any predictor

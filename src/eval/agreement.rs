@@ -2,7 +2,10 @@
 //! its greedy answer as the unpruned run has them?
 //!
 //! For every prompt the baseline (unpruned) prefill and greedy continuation run once and are
-//! compared with every contender (schedule × scorer):
+//! compared with every contender (schedule × scorer). The baseline runs on a reference model:
+//! the contenders' own model, or the same file loaded with other weights (`--reference-weights`,
+//! quantized contenders against the dequantised f32 reference, as llama.cpp's
+//! `perplexity --kl-divergence` compares a quantized model with its f16 base):
 //! - `first_token_agree`: the arg max of the last-token logits is the same;
 //! - `kl`: KL(P_baseline ‖ P_pruned) of the last-token distributions, nats;
 //! - `top_k_overlap`: |top-k ∩ top-k| / k of the last-token logits (k = 5 by default);
@@ -12,7 +15,7 @@
 //! - `flops` / `final_tokens`: the analytic prefill FLOPs (`metrics::flops`) and tokens that
 //!   reached the last layer, for the speed side of the trade.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::forward::{greedy_continuation, last_logits, prefill};
@@ -120,12 +123,27 @@ pub fn run_agreement(
     config: &AgreementConfig,
     progress: &mut dyn FnMut(usize, &TokenizedPrompt),
 ) -> Result<AgreementResults> {
+    run_agreement_against(model, model, codec, prompts, contenders, config, progress)
+}
+
+/// [`run_agreement`] with the baseline run on `reference` (the same architecture and
+/// vocabulary, e.g. the same file with its matrices dequantised) and the contenders on `model`.
+pub fn run_agreement_against(
+    reference: &Llama,
+    model: &Llama,
+    codec: &TextCodec,
+    prompts: &[TokenizedPrompt],
+    contenders: &[Contender],
+    config: &AgreementConfig,
+    progress: &mut dyn FnMut(usize, &TokenizedPrompt),
+) -> Result<AgreementResults> {
     let n = config.continuation_tokens;
     let mut baseline = Vec::with_capacity(prompts.len());
     let mut rows = Vec::with_capacity(prompts.len() * contenders.len());
     for (index, prompt) in prompts.iter().enumerate() {
         progress(index, prompt);
-        let (base, runs) = compare_prompt(model, index, &prompt.ids, contenders, config)?;
+        let (base, runs) =
+            compare_prompt_against(reference, model, index, &prompt.ids, contenders, config)?;
         baseline.push(BaselineRow {
             prompt_id: prompt.id.clone(),
             prompt_tokens: prompt.ids.len(),
@@ -207,14 +225,33 @@ pub fn compare_prompt(
     contenders: &[Contender],
     config: &AgreementConfig,
 ) -> Result<(BaselineRun, Vec<ContenderRun>)> {
+    compare_prompt_against(model, model, index, ids, contenders, config)
+}
+
+/// [`compare_prompt`] with the unpruned run on `reference` and the contenders on `model`.
+pub fn compare_prompt_against(
+    reference: &Llama,
+    model: &Llama,
+    index: usize,
+    ids: &[u32],
+    contenders: &[Contender],
+    config: &AgreementConfig,
+) -> Result<(BaselineRun, Vec<ContenderRun>)> {
+    if reference.config().vocab_size != model.config().vocab_size {
+        bail!(
+            "the reference model's vocabulary ({}) is not the contenders' ({})",
+            reference.config().vocab_size,
+            model.config().vocab_size
+        );
+    }
     let shape = FlopShape::from(model.config());
     let n = config.continuation_tokens;
     let seed = derive_seed(config.seed, &[index as u64]);
-    let base = prefill(model, ids, &PruneSchedule::none(), seed)?;
-    let base_flops = prefill_flops(&shape, &base.stats, None).model;
+    let base = prefill(reference, ids, &PruneSchedule::none(), seed)?;
+    let base_flops = prefill_flops(&FlopShape::from(reference.config()), &base.stats, None).model;
     let base_logits = last_logits(&base)?;
     let base_first = argmax(&base_logits).unwrap_or(0) as u32;
-    let base_cont = greedy_continuation(model, ids, base, n, &config.eos_token_ids)?;
+    let base_cont = greedy_continuation(reference, ids, base, n, &config.eos_token_ids)?;
     let mut runs = Vec::with_capacity(contenders.len());
     for contender in contenders {
         let schedule = &contender.schedule;

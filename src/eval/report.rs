@@ -83,6 +83,11 @@ pub struct AgreementSettings {
 pub struct AgreementReport {
     #[serde(flatten)]
     pub header: EvalHeader,
+    /// "quantized" or "dequantized": how the reference (baseline) model's matrices were held
+    /// when it is a second load of the model with other weights than the contenders'
+    /// (`--reference-weights`). Absent when the baseline is the contenders' own model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_weights: Option<String>,
     pub settings: AgreementSettings,
     pub prompts: PromptSetInfo,
     /// The contenders, in run order (the baseline is implicit).

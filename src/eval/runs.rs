@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use anyhow::{bail, Result};
 use candle_core::DType;
 
-use super::agreement::{run_agreement, AgreementConfig, AgreementResults, TokenizedPrompt};
+use super::agreement::{run_agreement_against, AgreementConfig, AgreementResults, TokenizedPrompt};
 use super::passkey::{run_passkey, PasskeyConfig};
 use super::perplexity::{run_perplexity, PerplexityConfig};
 use super::plot::{render_sweep_svg, PlotTitle};
@@ -54,15 +54,18 @@ pub fn agreement_settings(continuation_tokens: usize, top_k: usize) -> Agreement
     }
 }
 
-/// The agreement loop over `prompts`; `progress` is told about each prompt before it starts.
+/// The agreement loop over `prompts`, the baseline on `reference` (else on the run's own
+/// model); `progress` is told about each prompt before it starts.
 fn agreement_results(
     run: &EvalRun,
+    reference: Option<&LoadedModel>,
     prompts: &[TokenizedPrompt],
     contenders: &[Contender],
     settings: &AgreementSettings,
     progress: &mut dyn FnMut(usize, &TokenizedPrompt),
 ) -> Result<AgreementResults> {
-    run_agreement(
+    run_agreement_against(
+        &reference.unwrap_or(run.loaded).model,
         &run.loaded.model,
         &run.loaded.codec,
         prompts,
@@ -77,18 +80,22 @@ fn agreement_results(
     )
 }
 
-/// `sdtp eval agreement`: every contender against the baseline on `prompts`.
+/// `sdtp eval agreement`: every contender against the baseline on `prompts`. The baseline
+/// runs on `reference` when given (the same model loaded with other weights,
+/// `--reference-weights`), else on the run's own model.
 pub fn agreement_report(
     run: &EvalRun,
+    reference: Option<&LoadedModel>,
     prompts: &[TokenizedPrompt],
     info: PromptSetInfo,
     contenders: &[Contender],
     settings: AgreementSettings,
     progress: &mut dyn FnMut(usize, &TokenizedPrompt),
 ) -> Result<AgreementReport> {
-    let results = agreement_results(run, prompts, contenders, &settings, progress)?;
+    let results = agreement_results(run, reference, prompts, contenders, &settings, progress)?;
     Ok(AgreementReport {
         header: run.header("agreement"),
+        reference_weights: reference.map(|r| r.weights.as_str().to_string()),
         settings,
         prompts: info,
         schedules: schedule_infos(contenders),
@@ -206,6 +213,7 @@ pub fn sweep_report(
 ) -> Result<SweepReport> {
     let results = agreement_results(
         run,
+        None,
         prompts,
         &plan.contenders,
         &plan.settings.agreement,

@@ -26,8 +26,13 @@ fn head<S: AsRef<str>>(columns: &[S]) -> String {
 }
 
 fn caption(run: &RunInfo) -> String {
+    format!("{}\n\n", caption_line(run))
+}
+
+/// The provenance line every table starts with.
+fn caption_line(run: &RunInfo) -> String {
     format!(
-        "model {} · {} · {} · {} · commit {}\n\n",
+        "model {} · {} · {} · {} · commit {}",
         run.model.name,
         run.device,
         run.dtype,
@@ -40,7 +45,12 @@ fn caption(run: &RunInfo) -> String {
 pub fn agreement_table(report: &AgreementReport) -> String {
     let h = &report.header;
     let p = &report.prompts;
-    let mut out = caption(&h.run);
+    let mut out = caption_line(&h.run);
+    if let Some(weights) = &report.reference_weights {
+        // The baseline is a second load of the file: `none` measures the weights alone.
+        let _ = write!(out, " · reference: {weights} weights");
+    }
+    out.push_str("\n\n");
     let _ = writeln!(
         out,
         "{} prompts from {} ({}–{} tokens, mean {:.0}{}); greedy continuation of up to {} tokens\n",
