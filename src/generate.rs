@@ -109,7 +109,9 @@ pub fn generate(
         .saturating_sub(1)
         .min(max_positions.saturating_sub(input_ids.len()));
     let greedy = sampling.temperature <= 0.0;
-    let mut resident = ResidentDecoder::new(model, &mut cache, steps, greedy)?;
+    // Set up at the first decode step, once the first token is out: reserving room in the
+    // caches copies them once, which the time to first token need not wait for.
+    let mut resident: Option<Option<ResidentDecoder>> = None;
     let mut tokens = Vec::with_capacity(max_new_tokens);
     let (mut stopped_at_eos, mut stopped_at_context) = (false, false);
     synchronize(model.device())?;
@@ -136,7 +138,10 @@ pub fn generate(
             break;
         }
         let position = position as u32;
-        next = Some(match resident.as_mut() {
+        if resident.is_none() {
+            resident = Some(ResidentDecoder::new(model, &mut cache, steps, greedy)?);
+        }
+        next = Some(match resident.as_mut().and_then(Option::as_mut) {
             Some(decoder) => match decoder.step(model, &mut cache, next_token, position)? {
                 StepOutput::Token(token) => token,
                 StepOutput::Logits(logits) => processor.sample(&logits)?,
@@ -150,7 +155,7 @@ pub fn generate(
         decode_secs: started.elapsed().as_secs_f64(),
         stopped_at_eos,
         stopped_at_context,
-        path: resident.map_or(DecodePath::Host, |d| d.path()),
+        path: resident.flatten().map_or(DecodePath::Host, |d| d.path()),
     })
 }
 
