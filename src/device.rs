@@ -196,68 +196,6 @@ fn parallel_copy(target: &mut [u8], source: &[u8], threads: usize) {
     });
 }
 
-/// Values of a rank-1 tensor on their way to the host. On CUDA the copy runs on a side
-/// stream that waits only for the work queued before [`HostRead::start`]: work queued on the
-/// device's stream afterwards (a layer's MLP) keeps the device busy while the host waits for
-/// these values and then works on them. A plain copy would wait for that later work too, or,
-/// taken before queuing it, leave the device idle while the host works.
-pub struct HostRead(Pending);
-
-enum Pending {
-    Ready(Vec<f32>),
-    #[cfg(feature = "cuda")]
-    Side {
-        stream: std::sync::Arc<candle_core::cuda_backend::cudarc::driver::CudaStream>,
-        values: Tensor,
-    },
-}
-
-impl HostRead {
-    /// Values already on the host.
-    pub fn ready(values: Vec<f32>) -> Self {
-        Self(Pending::Ready(values))
-    }
-
-    /// Starts reading `values` (any float dtype, any shape; read flattened, as f32).
-    pub fn start(values: &Tensor) -> Result<Self> {
-        let values = values.to_dtype(DType::F32)?.flatten_all()?.contiguous()?;
-        #[cfg(feature = "cuda")]
-        if let Device::Cuda(cuda) = values.device() {
-            let stream = cuda
-                .cuda_stream()
-                .fork()
-                .context("cannot open a stream to read scores on")?;
-            return Ok(Self(Pending::Side { stream, values }));
-        }
-        Ok(Self(Pending::Ready(values.to_vec1::<f32>()?)))
-    }
-
-    /// The values, once they are on the host.
-    pub fn wait(self) -> Result<Vec<f32>> {
-        match self.0 {
-            Pending::Ready(values) => Ok(values),
-            #[cfg(feature = "cuda")]
-            Pending::Side { stream, values } => {
-                use candle_core::cuda_backend::CudaStorageSlice;
-                let (storage, layout) = values.storage_and_layout();
-                let candle_core::Storage::Cuda(storage) = &*storage else {
-                    anyhow::bail!("device values left the device");
-                };
-                let CudaStorageSlice::F32(slice) = &storage.slice else {
-                    anyhow::bail!("device values are not f32");
-                };
-                let start = layout.start_offset();
-                let view = slice.slice(start..start + layout.shape().elem_count());
-                // A copy into pageable memory returns once it is done; on the side stream it
-                // waits only for what was queued before `start`.
-                stream
-                    .clone_dtoh(&view)
-                    .context("reading values from the device failed")
-            }
-        }
-    }
-}
-
 /// The CUDA device's stream-ordered memory pool, which every candle allocation comes from
 /// (cudarc allocates with `cuMemAllocAsync` where the driver supports it).
 pub mod cuda_pool {

@@ -144,9 +144,8 @@ pub fn prefill_with_pruning(
             &mut cache.layers[index],
             stage.and_then(|_| scorer.tail_queries(tokens_in)),
         )?;
-        // Scores that need only the attention start their way to the host now, before the
-        // MLP is queued: the device runs the MLP while the host waits for them, refines them
-        // and chooses the kept tokens.
+        // Scores that need only the attention are read now, before the MLP is queued: the
+        // device then runs the MLP while the host refines them and chooses the kept tokens.
         let early_scores = match stage {
             Some(_) if scorer.reads_only_attention() => Some(scorer.read_scores(&ScoreInput {
                 layer: index,
@@ -162,7 +161,7 @@ pub fn prefill_with_pruning(
         let mut summary = None;
         if let Some(stage) = stage {
             let scores = match early_scores {
-                Some(raw) => scorer.refine(raw.wait()?, Some(positions.ids()))?,
+                Some(raw) => scorer.refine(raw, Some(positions.ids()))?,
                 None => scorer.score(&ScoreInput {
                     layer: index,
                     hidden: &hidden,

@@ -15,7 +15,6 @@ use super::schedule::{
     AttentionScoring, HeadReduce, PruneSchedule, ScorerKind, SENTENCE_MAX_TOKENS,
 };
 use super::score_ops::{max_pool, rank01, rank01_tie_broken, sentence_max};
-use crate::device::HostRead;
 use crate::model::config::ModelConfig;
 use crate::model::text::SentenceEnds;
 
@@ -56,9 +55,8 @@ pub trait Scorer {
     fn begin_prefill(&mut self, _ids: &[u32], _sentence_ends: Option<&SentenceEnds>) {}
 
     /// What the scores need from the device, one value per token: the part of scoring that
-    /// must wait for the layer, started here and waited for by the caller
-    /// ([`HostRead::wait`]), so that work queued in between runs meanwhile.
-    fn read_scores(&mut self, input: &ScoreInput) -> Result<HostRead>;
+    /// must wait for the layer.
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>>;
 
     /// Host-only work on what [`Scorer::read_scores`] returned (pooling, carrying). The
     /// pruned prefill runs it after queuing the layer's MLP, so the device is not idle
@@ -69,7 +67,7 @@ pub trait Scorer {
 
     /// One score per token (higher = more salient), `n` values: read, then refined.
     fn score(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
-        let raw = self.read_scores(input)?.wait()?;
+        let raw = self.read_scores(input)?;
         self.refine(raw, input.positions)
     }
 }
@@ -121,7 +119,7 @@ impl Scorer for AttentionScorer {
         };
     }
 
-    fn read_scores(&mut self, input: &ScoreInput) -> Result<HostRead> {
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
         let attention = input
             .tail_attention
             .context("attention scorer ran without the layer's tail attention")?;
@@ -134,7 +132,7 @@ impl Scorer for AttentionScorer {
             HeadReduce::Max => per_head.max(0)?,
             HeadReduce::Mean => per_head.mean(0)?,
         };
-        HostRead::start(&combined)
+        Ok(combined.to_vec1::<f32>()?)
     }
 
     fn refine(&mut self, raw: Vec<f32>, positions: Option<&[u32]>) -> Result<Vec<f32>> {
@@ -205,7 +203,7 @@ impl Scorer for NormScorer {
         ScorerKind::Norm
     }
 
-    fn read_scores(&mut self, input: &ScoreInput) -> Result<HostRead> {
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
         let norms = input
             .hidden
             .to_dtype(DType::F32)?
@@ -213,7 +211,7 @@ impl Scorer for NormScorer {
             .sum(D::Minus1)?
             .sqrt()?
             .squeeze(0)?;
-        HostRead::start(&norms)
+        Ok(norms.to_vec1::<f32>()?)
     }
 }
 
@@ -235,11 +233,9 @@ impl Scorer for RandomScorer {
         ScorerKind::Random
     }
 
-    fn read_scores(&mut self, input: &ScoreInput) -> Result<HostRead> {
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
         let n = input.hidden.dim(1)?;
-        Ok(HostRead::ready(
-            (0..n).map(|_| self.rng.random::<f32>()).collect(),
-        ))
+        Ok((0..n).map(|_| self.rng.random::<f32>()).collect())
     }
 }
 
@@ -331,14 +327,14 @@ impl Scorer for LearnedScorer {
         ScorerKind::Learned
     }
 
-    fn read_scores(&mut self, input: &ScoreInput) -> Result<HostRead> {
+    fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
         let (fc1, fc2) = self
             .stages
             .get(&input.layer)
             .with_context(|| format!("predictor has no stage for layer {}", input.layer))?;
         let x = input.hidden.to_dtype(DType::F32)?;
         let y = fc2.forward(&fc1.forward(&x)?.gelu_erf()?)?;
-        HostRead::start(&y.squeeze(0)?.squeeze(D::Minus1)?)
+        Ok(y.squeeze(0)?.squeeze(D::Minus1)?.to_vec1::<f32>()?)
     }
 }
 
