@@ -101,7 +101,7 @@ impl LayerCache {
     }
 
     /// Records an entry at `position` that a device kernel wrote into the buffers at index
-    /// `len()` ([`crate::model::decode_attention::cache_write`]).
+    /// `len()` (the CUDA decode step's cache write, `model::decode_attention`).
     pub fn note_written(&mut self, position: u32) -> Result<()> {
         if self.len() >= self.capacity()? {
             candle_core::bail!("cache entry written past the capacity of {}", self.len());

@@ -4,7 +4,7 @@
 //!
 //! How many entries a layer's cache holds is not a launch parameter: it is read from a u32
 //! `inputs` tensor on the device, `[token, position, len_0, len_1, …]` (see
-//! [`crate::model::llama::ResidentInputs`]), so the same launches replay from a CUDA graph for
+//! `ResidentInputs` in `model::llama`), so the same launches replay from a CUDA graph for
 //! every token. Grids are sized from the buffers' capacity; the kernels skip what lies past
 //! the length.
 

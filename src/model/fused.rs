@@ -62,6 +62,13 @@ pub fn gather_rows(x: &Tensor, index: &Tensor) -> Result<Tensor> {
     x.index_select(index, 1)
 }
 
+/// `SDTP_CUBLAS_GEMV=1`, read once: every projection asks.
+#[cfg(feature = "cuda")]
+fn cublas_gemv_asked() -> bool {
+    static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ASKED.get_or_init(|| matches!(std::env::var("SDTP_CUBLAS_GEMV").as_deref(), Ok("1")))
+}
+
 /// `x · [w₀; w₁; …]ᵀ` for a single input row `x` (…, cols) and one to three row-major
 /// weights `ws` (rowsᵢ, cols), the outputs one after another in the last dim, on CUDA through
 /// sdtp's GEMV kernel in one launch; `None` where it does not apply (more than one row, not
@@ -91,7 +98,7 @@ pub fn try_gemv(x: &Tensor, ws: &[&Tensor]) -> Result<Option<Tensor>> {
                 candle_core::DType::BF16 | candle_core::DType::F16 | candle_core::DType::F32
             )
             && (cols * dtype.size_in_bytes()).is_multiple_of(16)
-            && !matches!(std::env::var("SDTP_CUBLAS_GEMV").as_deref(), Ok("1"));
+            && !cublas_gemv_asked();
         if applies {
             let rows: Vec<usize> = ws.iter().map(|w| w.dim(0)).collect::<Result<_>>()?;
             let op = cuda::Gemv {
