@@ -11,6 +11,11 @@ scorer setting. Usage:
 - finalists: the best of dev, run on RULER on the dev seed;
 - sentences: whole-sentence scoring (`sentences = true`) against the pool-31 default before
   it, run on RULER on the dev seed;
+- relative: the default (pool 15 + sentences) with the neighbourhood-relative rank
+  (`relative = W`) at several widths and depths (`relative_depth`), run on RULER, passkey
+  and agreement on the dev seed;
+- cost: the default, the default with early relative ranks and the bare score read, for
+  `sdtp profile prefill` (with the report grid's random contender: the scorer's own time);
 - report: for each keep ratio, the preset itself (keepNN, whose [attention] is the chosen
   default) and the same stages with the scorer before [attention] existed (legacy: the whole
   protected tail, mean over heads, no pooling, no carry), the shipped learned predictor, norm
@@ -21,8 +26,9 @@ import os
 
 LAYERS = [4, 7, 10, 13, 16, 19, 22, 25]
 
-# (window, heads, pool, carry[, sentences]); window 0 = the protected tail. Grids written
-# before whole-sentence scoring existed leave `sentences` out and mean it off.
+# (window, heads, pool, carry[, sentences[, relative[, relative_depth[, question_overlap]]]]);
+# window 0 = the protected tail. Grids written before a setting existed leave it out: no
+# sentences, relative 0 (off), relative_depth 1, no question overlap.
 LEGACY = (0, "mean", 1, 0.0)
 GRIDS = {
     "dev": [
@@ -53,6 +59,29 @@ GRIDS = {
         (32, "max", 63, 1.0, True),
         (32, "max", 1, 1.0, True),
     ],
+    # relative ranks (width, share of the depth whose stages use them)
+    "relative": [
+        (32, "max", 15, 1.0, True, 0),
+        (32, "max", 15, 1.0, True, 255, 1.0),
+        (32, "max", 15, 1.0, True, 255, 0.34),
+        (32, "max", 15, 1.0, True, 255, 0.25),
+        (32, "max", 15, 1.0, True, 63, 0.34),
+        (32, "max", 15, 1.0, True, 1023, 0.34),
+    ],
+    # the question's rare tokens as a floor on a sentence's rank (`question_overlap`), alone
+    # and with early relative ranks
+    "overlap": [
+        (32, "max", 15, 1.0, True, 0),
+        (32, "max", 15, 1.0, True, 0, 1.0, True),
+        (32, "max", 15, 1.0, True, 255, 0.34, True),
+    ],
+    # what the scorer's own time is made of (profile prefill): the default, the same with
+    # relative ranks at the early stages, and the bare read (no pooling, sentences or carry)
+    "cost": [
+        (32, "max", 15, 1.0, True),
+        (32, "max", 15, 1.0, True, 255, 0.34),
+        (32, "max", 1, 0.0, False),
+    ],
     "finalists": [
         LEGACY,
         (32, "max", 7, 1.0),
@@ -63,6 +92,10 @@ GRIDS = {
 }
 
 
+def unpack(attention):
+    return (tuple(attention) + (False, 0, 1.0, False)[len(attention) - 4 :])[:8]
+
+
 def toml(name, keep, scorer, attention=None, predictor=None):
     stages = ", ".join(f"{{ layer = {l}, keep_ratio = {keep} }}" for l in LAYERS)
     text = f'name = "{name}"\nscorer = "{scorer}"\n'
@@ -70,10 +103,12 @@ def toml(name, keep, scorer, attention=None, predictor=None):
         text += f'predictor = "{os.path.abspath(predictor)}"\n'
     text += f"stages = [ {stages} ]\n"
     if attention:
-        window, heads, pool, carry, sentences = (tuple(attention) + (False,))[:5]
+        window, heads, pool, carry, sentences, relative, depth, overlap = unpack(attention)
         text += (
             f'\n[attention]\nwindow = {window}\nheads = "{heads}"\n'
             f"pool = {pool}\ncarry = {carry}\nsentences = {str(sentences).lower()}\n"
+            f"relative = {relative}\nrelative_depth = {depth}\n"
+            f"question_overlap = {str(overlap).lower()}\n"
         )
     return text
 
@@ -105,8 +140,10 @@ def main():
                 write(f"{preset}-{scorer}", toml(f"{preset}-{scorer}", keep, scorer))
             continue
         for attention in GRIDS[args.grid]:
-            window, heads, pool, carry, sentences = (tuple(attention) + (False,))[:5]
+            window, heads, pool, carry, sentences, relative, depth, overlap = unpack(attention)
             name = f"{tag}-w{window}-{heads}-p{pool}-c{carry:.1f}" + ("-s" if sentences else "")
+            name += f"-r{relative}-d{depth:g}" if relative else ""
+            name += "-q" if overlap else ""
             write(name, toml(name, keep, "attention", attention))
     print(",".join(contenders))
 

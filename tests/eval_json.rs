@@ -267,6 +267,18 @@ fn passkey_and_perplexity_json() {
         assert_eq!(row["key"].as_str().unwrap().len(), 5);
         assert!(row["prompt_tokens"].as_u64().unwrap() <= row["length"].as_u64().unwrap());
         assert!(row["correct"].is_boolean());
+        // Where the key was lost: per stage for a pruned mode, absent for the baseline.
+        match row["key_by_stage"].as_array() {
+            None => assert_eq!(row["mode"], "baseline", "{row}"),
+            Some(stages) => {
+                assert_ne!(row["mode"], "baseline", "{row}");
+                let layers: Vec<u64> = stages.iter().map(|s| s[0].as_u64().unwrap()).collect();
+                let shares: Vec<f64> = stages.iter().map(|s| s[1].as_f64().unwrap()).collect();
+                assert!(!layers.is_empty() && layers.windows(2).all(|w| w[0] < w[1]));
+                assert!(shares.iter().all(|s| (0.0..=1.0).contains(s)), "{row}");
+                assert!(shares.windows(2).all(|w| w[1] <= w[0] + 1e-12), "{row}");
+            }
+        }
     }
 
     let text = dir.path().join("text.txt");

@@ -104,8 +104,16 @@ fn small_run_on_the_default_model() {
         // unpruned prefill keeps all of them, a pruned one a share.
         if baseline {
             assert_eq!(row["evidence_kept"], 1.0, "{row}");
+            assert!(row.get("evidence_by_stage").is_none(), "{row}");
         } else {
             assert!(in_range(&row["evidence_kept"], 0.0, 1.0), "{row}");
+            // Per stage, in layer order; a share never comes back once dropped, and the
+            // last stage's share is the row's.
+            let stages = row["evidence_by_stage"].as_array().unwrap();
+            assert!(!stages.is_empty(), "{row}");
+            let shares: Vec<f64> = stages.iter().map(|s| s[1].as_f64().unwrap()).collect();
+            assert!(shares.windows(2).all(|w| w[1] <= w[0] + 1e-12), "{row}");
+            assert_eq!(Some(*shares.last().unwrap()), row["evidence_kept"].as_f64());
         }
         if row["task"] == "niah_single_1" {
             assert!(

@@ -277,6 +277,9 @@ fn harsh_schedule() -> impl Strategy<Value = PruneSchedule> {
                         pool,
                         carry,
                         sentences,
+                        relative: 0,
+                        relative_depth: 1.0,
+                        question_overlap: false,
                     },
                     ..schedule(&stages, head, tail, kind)
                 }

@@ -15,6 +15,7 @@
 //!   [`runs`]: each run from a loaded model to its finished report.
 
 pub mod agreement;
+pub mod evidence;
 pub mod forward;
 pub mod passkey;
 pub mod perplexity;

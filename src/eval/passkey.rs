@@ -19,6 +19,7 @@ use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::evidence::{evidence_tokens, share_by_stage};
 use super::forward::{greedy_continuation, prefill};
 use crate::model::llama::Llama;
 use crate::model::text::TextCodec;
@@ -187,6 +188,11 @@ pub struct PasskeyRow {
     pub key_depth: f64,
     /// Tokens that reached the last layer.
     pub final_tokens: usize,
+    /// Share of the key's tokens (each occurrence of the five digits) kept after each
+    /// pruning stage, `[layer, share]` in stage order: where a lost key was dropped (empty
+    /// for the baseline).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_by_stage: Vec<(usize, f64)>,
     pub answer: String,
     pub correct: bool,
 }
@@ -259,9 +265,11 @@ pub fn run_passkey(
                 let key = trial_key(config.seed, length, depth, trial);
                 let prompt = build_passkey_prompt(&key, length, depth, &encode, wrap)?;
                 let seed = derive_seed(config.seed, &[cell[0], cell[1], trial as u64, 1]);
+                let evidence = evidence_tokens(codec, &prompt.text, std::slice::from_ref(&key))?;
                 for (m, (mode, schedule)) in modes.iter().enumerate() {
                     let out = prefill(model, &prompt.ids, schedule, seed)?;
                     let final_tokens = out.final_len();
+                    let key_by_stage = share_by_stage(&evidence, &out.kept);
                     let tokens = greedy_continuation(
                         model,
                         &prompt.ids,
@@ -282,6 +290,7 @@ pub fn run_passkey(
                         key_position: prompt.key_position,
                         key_depth: prompt.depth(),
                         final_tokens,
+                        key_by_stage,
                         answer,
                         correct: ok,
                     });

@@ -136,6 +136,18 @@ pub enum HeadReduce {
 ///   sentence-ending tokens, at most [`SENTENCE_MAX_TOKENS`] long), so a sentence the question
 ///   points at is kept whole: decoding copies a long value (a UUID) token by token, and the
 ///   question's queries look only at its start.
+/// - `relative`: a token also ranks by its attention over the mean attention of the
+///   `relative` tokens around it, and keeps the better of that rank and the plain one. The
+///   early layers' attention falls with distance from the question, so a needle far back draws
+///   less than any recent token even where it stands out from its own neighbourhood; the
+///   relative rank sees that peak. 0 turns it off. Only stages after a layer below
+///   `relative_depth` × the model's layers use it (1 = every stage): the later layers' own
+///   attention finds what the question needs, and the relative rank's local peaks would
+///   crowd it there. The relative rank is never carried to later stages.
+/// - `question_overlap`: a token ranks at least the share of the question (the prompt's last
+///   `window` tokens) its sentence spells out, each token id weighed by its rarity in the
+///   prompt (`score_ops::question_overlap`): a sentence naming the question's key is kept
+///   even where the early layers' attention has not found it yet.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttentionScoring {
@@ -144,6 +156,9 @@ pub struct AttentionScoring {
     pub pool: usize,
     pub carry: f64,
     pub sentences: bool,
+    pub relative: usize,
+    pub relative_depth: f64,
+    pub question_overlap: bool,
 }
 
 /// The longest unit `sentences` keeps whole: text without sentence ends (code, a list of
@@ -151,7 +166,8 @@ pub struct AttentionScoring {
 pub const SENTENCE_MAX_TOKENS: usize = 128;
 
 /// The default, chosen on the dev seed by passkey, RULER and agreement (docs/fidelity.md):
-/// the last 32 queries, max over heads, a 15-token max-pool, whole sentences, full carry.
+/// the last 32 queries, max over heads, a 15-token max-pool, whole sentences, full carry; no
+/// relative ranks and no question-overlap floor (both measured, docs/fidelity.md).
 impl Default for AttentionScoring {
     fn default() -> Self {
         Self {
@@ -160,6 +176,9 @@ impl Default for AttentionScoring {
             pool: 15,
             carry: 1.0,
             sentences: true,
+            relative: 0,
+            relative_depth: 1.0,
+            question_overlap: false,
         }
     }
 }
@@ -173,10 +192,19 @@ impl AttentionScoring {
         pool: 1,
         carry: 0.0,
         sentences: false,
+        relative: 0,
+        relative_depth: 1.0,
+        question_overlap: false,
     };
 }
 
 impl AttentionScoring {
+    /// Whether the stage after `layer` (0-based) of a `num_layers`-layer model also ranks
+    /// tokens against their neighbourhood.
+    pub fn relative_at(&self, layer: usize, num_layers: usize) -> bool {
+        self.relative > 0 && (layer as f64) < self.relative_depth * num_layers as f64
+    }
+
     /// Trailing queries whose attention scores a stage over `n` tokens: `window` (at most
     /// `n`), or the protected tail when `window` is 0.
     pub fn queries(&self, n: usize, min_tail_ratio: f64) -> usize {
@@ -286,6 +314,11 @@ pub enum ScheduleError {
         "schedule {schedule:?}: [attention] pool {pool} is not an odd width of at least 1; use 1 (no pooling), 3, 5, 7, …"
     )]
     AttentionPool { schedule: String, pool: usize },
+
+    #[error(
+        "schedule {schedule:?}: [attention] relative_depth {depth} is outside [0, 1]; use the share of the model's layers whose stages rank tokens against their neighbourhood (1 = every stage)"
+    )]
+    AttentionRelativeDepth { schedule: String, depth: f64 },
 
     #[error(
         "schedule {schedule:?}: [attention] carry {carry} is outside [0, 1]; use 0 (off) up to 1 (a token keeps its best earlier score)"
@@ -516,6 +549,12 @@ impl PruneSchedule {
             return Err(ScheduleError::AttentionPool {
                 schedule: schedule(),
                 pool: attention.pool,
+            });
+        }
+        if !(0.0..=1.0).contains(&attention.relative_depth) {
+            return Err(ScheduleError::AttentionRelativeDepth {
+                schedule: schedule(),
+                depth: attention.relative_depth,
             });
         }
         if !(0.0..=1.0).contains(&attention.carry) {
@@ -895,6 +934,9 @@ mod tests {
                 pool: 7,
                 carry: 0.5,
                 sentences: true,
+                relative: 0,
+                relative_depth: 1.0,
+                question_overlap: false,
             }
         );
         s.validate(8).unwrap();
@@ -935,6 +977,15 @@ mod tests {
         let mut s = valid();
         s.attention.carry = f64::NAN;
         assert!(s.validate(16).is_err());
+        for depth in [1.5, -0.1, f64::NAN] {
+            let mut s = valid();
+            s.attention.relative_depth = depth;
+            let msg = s.validate(16).unwrap_err().to_string();
+            assert!(
+                msg.contains("relative_depth") && !msg.contains('\n'),
+                "{msg}"
+            );
+        }
     }
 
     #[test]
@@ -1005,6 +1056,9 @@ mod tests {
                 pool: 5,
                 carry: 0.25,
                 sentences: false,
+                relative: 0,
+                relative_depth: 1.0,
+                question_overlap: false,
             };
             let text = toml::to_string(&s).unwrap();
             assert_eq!(

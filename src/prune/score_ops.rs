@@ -3,6 +3,7 @@
 //! a model. `ranks` is shared with the predictor's training metrics.
 
 use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 
 /// Max over each token's `width` neighbours (`width / 2` on each side, clipped at the ends):
 /// SnapKV's 1-D pooling, so the tokens next to one that draws attention (the digits after
@@ -23,6 +24,81 @@ pub fn max_pool(scores: &[f32], width: usize) -> Vec<f32> {
                 .fold(f32::NAN, f32::max)
         })
         .collect()
+}
+
+/// Each score over the mean score of the `width` tokens around it (`width / 2` on each side,
+/// clipped at the ends, the token itself included): how much a token stands out from its
+/// neighbourhood, whatever the neighbourhood's level. Attention falls with distance from the
+/// queries; this makes a peak far back count like one close by. A token whose neighbourhood
+/// has no mass scores 0; NaN counts as 0. O(n).
+pub fn relative_to_neighbours(scores: &[f32], width: usize) -> Vec<f32> {
+    let half = width / 2;
+    let clean = |s: f32| if s.is_nan() { 0.0 } else { f64::from(s) };
+    let mut prefix = Vec::with_capacity(scores.len() + 1);
+    prefix.push(0.0f64);
+    for &s in scores {
+        prefix.push(prefix.last().unwrap() + clean(s));
+    }
+    let n = scores.len();
+    (0..n)
+        .map(|i| {
+            let (lo, hi) = (i.saturating_sub(half), (i + half + 1).min(n));
+            let mean = (prefix[hi] - prefix[lo]) / (hi - lo) as f64;
+            if mean > 0.0 {
+                (clean(scores[i]) / mean) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// How much of the question each token's sentence spells out, in [0, 1]: the prompt's last
+/// `window` tokens are the question; every id is weighted by its rarity in the prompt,
+/// ln(n / occurrences), so filler repeated all over weighs ~0 and a key named once in the
+/// haystack and once in the question weighs most; a sentence (`sentence` numbers each
+/// token's, consecutive; `None`: each token alone) holds the weight of the distinct question
+/// ids in it, and scores that over the most any sentence before the `protected_tail` holds.
+/// The sentence that names the question's rare words scores 1; one that shares only common
+/// words a little. The protected tail scores 0: it is kept anyway, and the question's own
+/// first statement there (a template that asks, then starts the answer) would hold every
+/// key and shrink the needles' shares. O(n).
+pub fn question_overlap(
+    ids: &[u32],
+    window: usize,
+    protected_tail: usize,
+    sentence: Option<&[u32]>,
+) -> Vec<f32> {
+    let n = ids.len();
+    let question = n - window.min(n);
+    let start = n - protected_tail.max(window).min(n);
+    let mut out = vec![0.0f32; n];
+    let mut count: HashMap<u32, u32> = HashMap::new();
+    for &id in ids {
+        *count.entry(id).or_default() += 1;
+    }
+    let weight = |id: u32| (n as f64 / f64::from(count[&id])).ln();
+    let question: HashSet<u32> = ids[question..].iter().copied().collect();
+    let mut i = 0;
+    while i < start {
+        let end = match sentence {
+            Some(s) => (i + 1..start).find(|&e| s[e] != s[i]).unwrap_or(start),
+            None => i + 1,
+        };
+        let mut seen = HashSet::new();
+        let held: f64 = ids[i..end]
+            .iter()
+            .filter(|&&id| question.contains(&id) && seen.insert(id))
+            .map(|&id| weight(id))
+            .sum();
+        out[i..end].fill(held as f32);
+        i = end;
+    }
+    let most = out.iter().copied().fold(0.0f32, f32::max);
+    if most > 0.0 {
+        out.iter_mut().for_each(|v| *v /= most);
+    }
+    out
 }
 
 /// Each token's score raised to the best score in its sentence (`sentence[i]` numbers token
@@ -135,6 +211,58 @@ mod tests {
         let p = max_pool(&[f32::NAN, 1.0, f32::NAN, f32::NAN, f32::NAN], 3);
         assert_eq!(&p[..3], &[1.0, 1.0, 1.0]);
         assert!(p[4].is_nan());
+    }
+
+    #[test]
+    fn relative_scores_see_a_peak_in_a_quiet_neighbourhood() {
+        // A far, quiet region with one peak, then a loud recent region without one.
+        let s = [0.01, 0.01, 0.04, 0.01, 0.01, 0.5, 0.5, 0.5, 0.5, 0.5];
+        let r = relative_to_neighbours(&s, 5);
+        // The quiet peak stands out (0.04 over a mean of 0.016); the loud plateau does not.
+        assert!((r[2] - 2.5).abs() < 1e-6, "{r:?}");
+        assert!((r[7] - 1.0).abs() < 1e-6, "{r:?}");
+        assert!(r[2] > r[7] && s[2] < s[7]);
+        // Ends are clipped: token 0 is over the mean of tokens 0..=2.
+        assert!((r[0] - 0.01 / 0.02).abs() < 1e-6, "{r:?}");
+        // No mass around, or NaN: 0. Width 1 compares a token with itself.
+        assert_eq!(
+            relative_to_neighbours(&[0.0, 0.0, f32::NAN], 3),
+            vec![0.0; 3]
+        );
+        assert_eq!(relative_to_neighbours(&[0.2, 0.0], 1), vec![1.0, 0.0]);
+        assert!(relative_to_neighbours(&[], 9).is_empty());
+    }
+
+    #[test]
+    fn question_overlap_weighs_rare_shared_tokens() {
+        // Ids: 1 is filler everywhere; 7 (the key) is once in the haystack and once in the
+        // question; 3 is in a distractor and in the question; the question is the last 3.
+        let ids = [1, 1, 7, 9, 1, 3, 1, 1, 1, 1, 7, 3, 1];
+        let sentence = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3];
+        let out = question_overlap(&ids, 3, 3, Some(&sentence));
+        let n = ids.len() as f64;
+        let w = |c: f64| (n / c).ln();
+        // Sentence 0 holds 7 and 1; sentence 1 holds 3 and 1 (as much: the most, 1);
+        // sentence 2 only 1.
+        let most = w(2.0) + w(8.0);
+        let (s0, s1, s2) = (1.0f32, 1.0f32, (w(8.0) / most) as f32);
+        assert!(out[..4].iter().all(|&v| (v - s0).abs() < 1e-6), "{out:?}");
+        assert!(out[4..7].iter().all(|&v| (v - s1).abs() < 1e-6), "{out:?}");
+        assert!(out[7..10].iter().all(|&v| (v - s2).abs() < 1e-6), "{out:?}");
+        // The question itself scores 0; filler alone scores little.
+        assert_eq!(&out[10..], &[0.0; 3]);
+        assert!(s2 < 0.25 * s0);
+        // Per token: only the matching tokens score.
+        let per_token = question_overlap(&ids, 3, 0, None);
+        assert_eq!((per_token[2], per_token[5], per_token[3]), (1.0, 1.0, 0.0));
+        assert!((per_token[0] - (w(8.0) / w(2.0)) as f32).abs() < 1e-6);
+        // Nothing outside the question, or no question: all 0.
+        assert_eq!(question_overlap(&[4, 5], 5, 0, None), vec![0.0; 2]);
+        assert!(question_overlap(&[], 3, 1, None).is_empty());
+        // A protected tail wider than the question scores 0 and does not count in the most.
+        let tail = question_overlap(&ids, 3, 6, Some(&sentence));
+        assert_eq!(&tail[7..], &[0.0; 6]);
+        assert!(tail[..7].iter().all(|&v| v == 1.0), "{tail:?}");
     }
 
     #[test]

@@ -14,7 +14,10 @@ use rand::{Rng, SeedableRng};
 use super::schedule::{
     AttentionScoring, HeadReduce, PruneSchedule, ScorerKind, SENTENCE_MAX_TOKENS,
 };
-use super::score_ops::{max_pool, rank01, rank01_tie_broken, sentence_max};
+use super::score_ops::{
+    max_pool, question_overlap, rank01, rank01_tie_broken, relative_to_neighbours, sentence_max,
+};
+use super::select::mandatory_tail_len;
 use crate::model::config::ModelConfig;
 use crate::model::text::SentenceEnds;
 
@@ -78,21 +81,32 @@ pub trait Scorer {
 pub struct AttentionScorer {
     scoring: AttentionScoring,
     min_tail_ratio: f64,
+    /// Layers of the model: `relative_depth` is a share of them.
+    num_layers: usize,
+    /// Whether the stage being scored (the layer [`Scorer::read_scores`] last saw) also ranks
+    /// tokens against their neighbourhood.
+    relative_now: bool,
     /// Carried score (a rank in [0, 1]) of each original position seen at an earlier stage
     /// of this prefill, indexed by position (0 where none yet).
     carried: Vec<f32>,
     /// The sentence of each original position of this prefill's prompt; empty when
     /// `sentences` is off or the model's sentence ends are unknown.
     sentence_of: Vec<u32>,
+    /// With `question_overlap`, the share of the question each original position's sentence
+    /// spells out; empty otherwise.
+    overlap: Vec<f32>,
 }
 
 impl AttentionScorer {
-    pub fn new(scoring: AttentionScoring, min_tail_ratio: f64) -> Self {
+    pub fn new(scoring: AttentionScoring, min_tail_ratio: f64, num_layers: usize) -> Self {
         Self {
             scoring,
             min_tail_ratio,
+            num_layers,
+            relative_now: false,
             carried: Vec::new(),
             sentence_of: Vec::new(),
+            overlap: Vec::new(),
         }
     }
 }
@@ -117,9 +131,18 @@ impl Scorer for AttentionScorer {
             Some(ends) if self.scoring.sentences => ends.sentence_ids(ids, SENTENCE_MAX_TOKENS),
             _ => Vec::new(),
         };
+        self.overlap = if self.scoring.question_overlap {
+            let window = self.scoring.queries(ids.len(), self.min_tail_ratio);
+            let tail = mandatory_tail_len(ids.len(), self.min_tail_ratio);
+            let sentences = (!self.sentence_of.is_empty()).then_some(&self.sentence_of[..]);
+            question_overlap(ids, window, tail, sentences)
+        } else {
+            Vec::new()
+        };
     }
 
     fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
+        self.relative_now = self.scoring.relative_at(input.layer, self.num_layers);
         let attention = input
             .tail_attention
             .context("attention scorer ran without the layer's tail attention")?;
@@ -161,34 +184,77 @@ impl Scorer for AttentionScorer {
         // cut the value in two). Sentences that share a pooled peak rank by their own best
         // raw score, so the one holding the peak outranks those the pool reached. The result
         // is already ranks in [0, 1].
-        let (scores, ranked) = match sentences {
-            Some(sentences) => (
-                rank01_tie_broken(
-                    &sentence_max(&pool(&raw), &sentences),
-                    &sentence_max(&raw, &sentences),
-                ),
-                true,
-            ),
+        let rank_whole = |signal: &[f32], sentences: &[u32]| {
+            rank01_tie_broken(
+                &sentence_max(&pool(signal), sentences),
+                &sentence_max(signal, sentences),
+            )
+        };
+        // At an early stage a token also ranks against its neighbourhood (the same pooling
+        // and sentences), and counts by the better of the two ranks: the early layers'
+        // attention falls with distance from the question, and a needle far back stands out
+        // only from its own surroundings.
+        let relative = match self.scoring.relative {
+            width if width > 0 && self.relative_now => {
+                let signal = relative_to_neighbours(&raw, width);
+                Some(match &sentences {
+                    Some(sentences) => rank_whole(&signal, sentences),
+                    None => rank01(&pool(&signal)),
+                })
+            }
+            _ => None,
+        };
+        let (scores, ranked) = match &sentences {
+            Some(sentences) => (rank_whole(&raw, sentences), true),
             None if self.scoring.pool <= 1 => (raw, false),
             None => (pool(&raw), false),
+        };
+        // The share of the question a token's sentence spells out is a floor on its rank.
+        let overlap: Option<Vec<f32>> =
+            positions
+                .filter(|_| !self.overlap.is_empty())
+                .map(|positions| {
+                    positions
+                        .iter()
+                        .map(|&p| self.overlap.get(p as usize).copied().unwrap_or(0.0))
+                        .collect()
+                });
+        // What a token ranks at least at this stage, whatever its plain rank.
+        let floor: Option<Vec<f32>> = match (relative, overlap) {
+            (Some(r), Some(o)) => Some(r.into_iter().zip(o).map(|(a, b)| a.max(b)).collect()),
+            (r, o) => r.or(o),
         };
         let carry = self.scoring.carry as f32;
         // Without positions there is nothing to carry by.
         let Some(positions) = positions.filter(|_| carry > 0.0) else {
-            return Ok(scores);
+            return Ok(match floor {
+                Some(floor) => {
+                    let ranks = if ranked { scores } else { rank01(&scores) };
+                    ranks
+                        .into_iter()
+                        .zip(floor)
+                        .map(|(a, b)| a.max(b))
+                        .collect()
+                }
+                None => scores,
+            });
         };
         let needed = positions.iter().max().map_or(0, |&p| p as usize + 1);
         if needed > self.carried.len() {
             self.carried.resize(needed, 0.0);
         }
         let ranks = if ranked { scores } else { rank01(&scores) };
+        // Only the plain rank is carried to later stages: the relative one rescues a far
+        // token at this stage, but carried on, its many local peaks would crowd every later
+        // stage's choice (the question overlap needs no carrying: it holds at every stage).
         let ranked = ranks
             .into_iter()
             .zip(positions)
-            .map(|(rank, &p)| {
+            .enumerate()
+            .map(|(i, (rank, &p))| {
                 let best = rank.max(carry * self.carried[p as usize]);
                 self.carried[p as usize] = best;
-                best
+                floor.as_ref().map_or(best, |f| best.max(f[i]))
             })
             .collect();
         Ok(ranked)
@@ -363,6 +429,7 @@ pub fn build_scorer(
         ScorerKind::Attention => Box::new(AttentionScorer::new(
             schedule.attention,
             schedule.min_tail_ratio,
+            cfg.num_hidden_layers,
         )),
         ScorerKind::Norm => Box::new(NormScorer),
         ScorerKind::Random => Box::new(RandomScorer::new(seed)),
@@ -408,8 +475,12 @@ mod tests {
                 pool,
                 carry,
                 sentences: false,
+                relative: 0,
+                relative_depth: 1.0,
+                question_overlap: false,
             },
             0.1,
+            32,
         )
     }
 
@@ -456,8 +527,12 @@ mod tests {
                 pool: 5,
                 carry: 0.0,
                 sentences: true,
+                relative: 0,
+                relative_depth: 1.0,
+                question_overlap: false,
             },
             0.1,
+            32,
         );
         // Bytes: "ab. cd. ef" → sentences "ab." | " cd." | " ef".
         let ends = SentenceEnds::from_codec(&crate::model::text::TextCodec::Bytes, 256);
@@ -530,5 +605,101 @@ mod tests {
         s.begin_prefill(&[0; 5], None);
         let fresh = score(&mut s, &[&[0.5, 0.0, 0.2]], Some(&[1, 2, 4]));
         assert_eq!(fresh, vec![1.0, 0.0, 0.5]);
+    }
+
+    #[test]
+    fn relative_ranks_rescue_a_far_peak_at_early_stages_only_and_are_not_carried() {
+        let scoring = AttentionScoring {
+            window: 8,
+            heads: HeadReduce::Max,
+            pool: 1,
+            carry: 1.0,
+            sentences: false,
+            relative: 5,
+            relative_depth: 0.25,
+            question_overlap: false,
+        };
+        let mut s = AttentionScorer::new(scoring, 0.1, 32);
+        let at = |s: &mut AttentionScorer, layer: usize, raw: &[f32], positions: &[u32]| {
+            let attention = Tensor::from_slice(raw, (1, raw.len()), &Device::Cpu).unwrap();
+            let hidden = Tensor::zeros((1, raw.len(), 4), DType::F32, &Device::Cpu).unwrap();
+            s.score(&ScoreInput {
+                layer,
+                hidden: &hidden,
+                tail_attention: Some(&attention),
+                positions: Some(positions),
+            })
+            .unwrap()
+        };
+        // Far back (positions 0..5) attention is faint, with a peak at 2; the recent half
+        // draws more everywhere.
+        let raw = [
+            0.010, 0.010, 0.040, 0.010, 0.010, 0.20, 0.21, 0.22, 0.23, 0.24,
+        ];
+        let positions: Vec<u32> = (0..10).collect();
+        // Layer 4 < 0.25 · 32: the far peak ranks with the best of the recent tokens.
+        let early = at(&mut s, 4, &raw, &positions);
+        assert!(early[2] >= early[5] && early[2] > early[1], "{early:?}");
+        // Plain ranks put it below every recent token.
+        let mut plain = AttentionScorer::new(
+            AttentionScoring {
+                relative: 0,
+                ..scoring
+            },
+            0.1,
+            32,
+        );
+        let p = at(&mut plain, 4, &raw, &positions);
+        assert!(p[2] < p[5], "{p:?}");
+        // Layer 8 is not early: plain ranks, and what was carried is the plain rank of
+        // layer 4 (4/9), not the relative one.
+        s.begin_prefill(&[0; 10], None);
+        at(&mut s, 4, &raw, &positions);
+        let later = at(&mut s, 8, &[0.0, 0.0, 0.0, 0.5, 0.6], &[2, 5, 6, 7, 8]);
+        assert!((later[0] - 4.0 / 9.0).abs() < 1e-6, "{later:?}");
+        assert!(!scoring.relative_at(8, 32) && scoring.relative_at(7, 32));
+    }
+
+    #[test]
+    fn question_overlap_floors_the_rank_of_a_sentence_naming_the_key() {
+        let scoring = AttentionScoring {
+            window: 6,
+            heads: HeadReduce::Max,
+            pool: 1,
+            carry: 1.0,
+            sentences: true,
+            relative: 0,
+            relative_depth: 1.0,
+            question_overlap: true,
+        };
+        // Bytes: filler "aa. ", the key sentence "kq. ", filler, then the question "kq?".
+        let text = "aa. aa. kq. aa. aa. aa. kq?";
+        let ids: Vec<u32> = text.bytes().map(u32::from).collect();
+        let ends = SentenceEnds::from_codec(&crate::model::text::TextCodec::Bytes, 256);
+        let positions: Vec<u32> = (0..ids.len() as u32).collect();
+        // The layer's attention looks only at the recent filler.
+        let mut raw = vec![0.0f32; ids.len()];
+        for v in &mut raw[12..20] {
+            *v = 0.5;
+        }
+        let mut with = AttentionScorer::new(scoring, 0.1, 32);
+        with.begin_prefill(&ids, Some(&ends));
+        let out = score(&mut with, &[&raw], Some(&positions));
+        let mut without = AttentionScorer::new(
+            AttentionScoring {
+                question_overlap: false,
+                ..scoring
+            },
+            0.1,
+            32,
+        );
+        without.begin_prefill(&ids, Some(&ends));
+        let plain = score(&mut without, &[&raw], Some(&positions));
+        // "kq." (bytes 8..11) holds the question's rare bytes: it outranks the far filler
+        // with the floor, and ranks with it without.
+        assert!(out[9] > out[1] && out[9] >= plain[9], "{out:?}");
+        assert_eq!(plain[9], plain[1], "{plain:?}");
+        // Never below the plain rank.
+        assert!(out.iter().zip(&plain).all(|(a, b)| a >= b));
     }
 }

@@ -17,7 +17,6 @@
 
 pub mod cwe;
 pub mod draft;
-pub mod evidence;
 pub mod fit;
 pub mod fwe;
 pub mod haystack;

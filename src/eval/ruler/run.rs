@@ -5,10 +5,10 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::evidence::{evidence_tokens, kept_share};
 use super::sample::RulerSample;
 use super::score::Metric;
 use super::task::Task;
+use crate::eval::evidence::{evidence_tokens, share_by_stage};
 use crate::eval::forward::{greedy_continuation, prefill};
 use crate::metrics::flops::{prefill_flops, FlopShape, ScorerCost};
 use crate::metrics::summary;
@@ -73,6 +73,10 @@ pub struct RulerRow {
     /// last layer; absent when no reference occurs in the prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence_kept: Option<f64>,
+    /// The same share after each pruning stage, in stage order, as `[layer, share]`: where a
+    /// lost answer was dropped (empty for the baseline or when no reference occurs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence_by_stage: Vec<(usize, f64)>,
 }
 
 /// One mode on one task at one length.
@@ -145,12 +149,9 @@ pub fn run_ruler(
         for &(mode, schedule) in &modes {
             progress(sample, mode);
             let out = prefill(model, &sample.ids, schedule, seed)?;
-            let evidence_kept = match out.kept.last() {
-                Some(stage) => {
-                    let mut kept = stage.positions.clone();
-                    kept.sort_unstable();
-                    kept_share(&evidence, &kept)
-                }
+            let evidence_by_stage = share_by_stage(&evidence, &out.kept);
+            let evidence_kept = match evidence_by_stage.last() {
+                Some(&(_, share)) => Some(share),
                 None => (!evidence.is_empty()).then_some(1.0),
             };
             let flops = prefill_flops(&shape, &out.stats, ScorerCost::of(schedule));
@@ -185,6 +186,7 @@ pub fn run_ruler(
                 generated_tokens: tokens.len(),
                 score: credit * 100.0,
                 evidence_kept,
+                evidence_by_stage,
             });
         }
     }
@@ -307,6 +309,7 @@ mod tests {
             generated_tokens: 0,
             score,
             evidence_kept: None,
+            evidence_by_stage: Vec::new(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! Where a sample's answer sits in its prompt, and how much of it a pruned prefill kept.
+//! Where a sample's answer sits in its prompt, and how much of it a pruned prefill kept
+//! (RULER's references, passkey's key).
 //!
 //! A pruned prefill that drops the needle cannot answer, however good the model; one that keeps
 //! it and still answers wrongly lost something else (the needle's context, the question's view
@@ -8,6 +9,7 @@
 use anyhow::Result;
 
 use crate::model::text::TextCodec;
+use crate::prefill::StageKept;
 
 /// True when `c` continues a word: a reference found inside a longer word ("art" in "party")
 /// is not an occurrence of it.
@@ -63,6 +65,19 @@ pub fn kept_share(evidence: &[u32], kept: &[u32]) -> Option<f64> {
     Some(found as f64 / evidence.len() as f64)
 }
 
+/// [`kept_share`] after each pruning stage, in stage order, as `(layer, share)`: the stage
+/// that dropped a lost answer. Empty when there is no evidence or no stage.
+pub fn share_by_stage(evidence: &[u32], stages: &[StageKept]) -> Vec<(usize, f64)> {
+    stages
+        .iter()
+        .filter_map(|stage| {
+            let mut kept = stage.positions.clone();
+            kept.sort_unstable();
+            kept_share(evidence, &kept).map(|share| (stage.layer, share))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +104,22 @@ mod tests {
         assert_eq!(kept_share(&[2, 3, 4, 5], &[0, 1, 2, 3, 9]), Some(0.5));
         assert_eq!(kept_share(&[2, 3], &[2, 3]), Some(1.0));
         assert_eq!(kept_share(&[], &[1, 2]), None);
+    }
+
+    #[test]
+    fn shares_by_stage_follow_the_stages() {
+        let stages = [
+            StageKept {
+                layer: 4,
+                positions: vec![5, 3, 2, 0],
+            },
+            StageKept {
+                layer: 7,
+                positions: vec![0, 2],
+            },
+        ];
+        assert_eq!(share_by_stage(&[2, 3], &stages), vec![(4, 1.0), (7, 0.5)]);
+        assert!(share_by_stage(&[], &stages).is_empty());
+        assert!(share_by_stage(&[2], &[]).is_empty());
     }
 }
