@@ -14,6 +14,8 @@ scorer setting. Usage:
 - relative: the default (pool 15 + sentences) with the neighbourhood-relative rank
   (`relative = W`) at several widths and depths (`relative_depth`), run on RULER, passkey
   and agreement on the dev seed;
+- question: the default with `question_overlap = true`, run on RULER, passkey and agreement
+  on the dev seed against the presets;
 - cost: the default, the default with early relative ranks and the bare score read, for
   `sdtp profile prefill` (with the report grid's random contender: the scorer's own time);
 - report: for each keep ratio, the preset itself (keepNN, whose [attention] is the chosen
@@ -74,6 +76,11 @@ GRIDS = {
         (32, "max", 15, 1.0, True, 0),
         (32, "max", 15, 1.0, True, 0, 1.0, True),
         (32, "max", 15, 1.0, True, 255, 0.34, True),
+    ],
+    # question_overlap after its depth-1 fix (rarity cut at max(4, n / 100) occurrences; a
+    # sentence running into the protected tail counts whole): measured against the presets
+    "question": [
+        (32, "max", 15, 1.0, True, 0, 1.0, True),
     ],
     # what the scorer's own time is made of (profile prefill): the default, the same with
     # relative ranks at the early stages, and the bare read (no pooling, sentences or carry)

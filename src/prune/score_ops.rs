@@ -54,15 +54,18 @@ pub fn relative_to_neighbours(scores: &[f32], width: usize) -> Vec<f32> {
 }
 
 /// How much of the question each token's sentence spells out, in [0, 1]: the prompt's last
-/// `window` tokens are the question; every id is weighted by its rarity in the prompt,
-/// ln(n / occurrences), so filler repeated all over weighs ~0 and a key named once in the
-/// haystack and once in the question weighs most; a sentence (`sentence` numbers each
-/// token's, consecutive; `None`: each token alone) holds the weight of the distinct question
-/// ids in it, and scores that over the most any sentence before the `protected_tail` holds.
-/// The sentence that names the question's rare words scores 1; one that shares only common
-/// words a little. The protected tail scores 0: it is kept anyway, and the question's own
-/// first statement there (a template that asks, then starts the answer) would hold every
-/// key and shrink the needles' shares. O(n).
+/// `window` tokens are the question; an id the question holds weighs by its rarity in the
+/// prompt, ln(c / occurrences) with c = max(4, n / 100), and nothing once it occurs c times
+/// or more, so the template's words and filler (however often the question repeats them)
+/// weigh 0 and a key named once in the haystack and once in the question weighs most. A
+/// sentence (`sentence` numbers each token's, consecutive; `None`: each token alone) holds the
+/// weight of the distinct question ids in it, and scores that over the most any sentence
+/// wholly before the `protected_tail` holds, capped at 1; where none before the tail holds a
+/// question id, over the most any sentence holds (the question's own). So a needle sentence
+/// scores 1 wherever it is, also when it runs into the tail (a needle just before the
+/// question), and when the needle itself lies in the tail, the sentences before it that
+/// share a word or two with the question score by that share of the whole question rather
+/// than 1. O(n).
 pub fn question_overlap(
     ids: &[u32],
     window: usize,
@@ -77,12 +80,15 @@ pub fn question_overlap(
     for &id in ids {
         *count.entry(id).or_default() += 1;
     }
-    let weight = |id: u32| (n as f64 / f64::from(count[&id])).ln();
+    let common = (n as f64 / 100.0).max(4.0);
+    let weight = |id: u32| (common / f64::from(count[&id])).ln().max(0.0);
     let question: HashSet<u32> = ids[question..].iter().copied().collect();
+    // The most a sentence wholly before the tail holds, and the most any holds.
+    let (mut before_tail, mut anywhere) = (0.0f64, 0.0f64);
     let mut i = 0;
-    while i < start {
+    while i < n {
         let end = match sentence {
-            Some(s) => (i + 1..start).find(|&e| s[e] != s[i]).unwrap_or(start),
+            Some(s) => (i + 1..n).find(|&e| s[e] != s[i]).unwrap_or(n),
             None => i + 1,
         };
         let mut seen = HashSet::new();
@@ -91,12 +97,21 @@ pub fn question_overlap(
             .filter(|&&id| question.contains(&id) && seen.insert(id))
             .map(|&id| weight(id))
             .sum();
+        if end <= start {
+            before_tail = before_tail.max(held);
+        }
+        anywhere = anywhere.max(held);
         out[i..end].fill(held as f32);
         i = end;
     }
-    let most = out.iter().copied().fold(0.0f32, f32::max);
+    let most = if before_tail > 0.0 {
+        before_tail
+    } else {
+        anywhere
+    };
     if most > 0.0 {
-        out.iter_mut().for_each(|v| *v /= most);
+        out.iter_mut()
+            .for_each(|v| *v = (f64::from(*v) / most).min(1.0) as f32);
     }
     out
 }
@@ -235,34 +250,41 @@ mod tests {
 
     #[test]
     fn question_overlap_weighs_rare_shared_tokens() {
-        // Ids: 1 is filler everywhere; 7 (the key) is once in the haystack and once in the
-        // question; 3 is in a distractor and in the question; the question is the last 3.
+        // Ids: 1 is filler everywhere (8 times: at or over c = 4, it weighs 0); 7 (the key)
+        // is once in the haystack and once in the question; 3 is in a distractor and in the
+        // question; 9 is in no question; the question is the last 3.
         let ids = [1, 1, 7, 9, 1, 3, 1, 1, 1, 1, 7, 3, 1];
         let sentence = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3];
         let out = question_overlap(&ids, 3, 3, Some(&sentence));
-        let n = ids.len() as f64;
-        let w = |c: f64| (n / c).ln();
-        // Sentence 0 holds 7 and 1; sentence 1 holds 3 and 1 (as much: the most, 1);
-        // sentence 2 only 1.
-        let most = w(2.0) + w(8.0);
-        let (s0, s1, s2) = (1.0f32, 1.0f32, (w(8.0) / most) as f32);
-        assert!(out[..4].iter().all(|&v| (v - s0).abs() < 1e-6), "{out:?}");
-        assert!(out[4..7].iter().all(|&v| (v - s1).abs() < 1e-6), "{out:?}");
-        assert!(out[7..10].iter().all(|&v| (v - s2).abs() < 1e-6), "{out:?}");
-        // The question itself scores 0; filler alone scores little.
-        assert_eq!(&out[10..], &[0.0; 3]);
-        assert!(s2 < 0.25 * s0);
+        // Sentences 0 and 1 hold ln(4 / 2) each, the most before the tail: 1. Sentence 2
+        // holds only filler: 0. The question holds twice the most: capped at 1.
+        assert_eq!(out, [&[1.0f32; 7][..], &[0.0; 3], &[1.0; 3]].concat());
         // Per token: only the matching tokens score.
         let per_token = question_overlap(&ids, 3, 0, None);
-        assert_eq!((per_token[2], per_token[5], per_token[3]), (1.0, 1.0, 0.0));
-        assert!((per_token[0] - (w(8.0) / w(2.0)) as f32).abs() < 1e-6);
-        // Nothing outside the question, or no question: all 0.
-        assert_eq!(question_overlap(&[4, 5], 5, 0, None), vec![0.0; 2]);
+        assert_eq!((per_token[2], per_token[5]), (1.0, 1.0));
+        assert_eq!((per_token[0], per_token[3]), (0.0, 0.0));
         assert!(question_overlap(&[], 3, 1, None).is_empty());
-        // A protected tail wider than the question scores 0 and does not count in the most.
-        let tail = question_overlap(&ids, 3, 6, Some(&sentence));
-        assert_eq!(&tail[7..], &[0.0; 6]);
-        assert!(tail[..7].iter().all(|&v| v == 1.0), "{tail:?}");
+    }
+
+    #[test]
+    fn question_overlap_credits_a_needle_at_or_in_the_tail() {
+        // The key 7 sits in sentence 2, which runs into the protected tail (last 6 tokens:
+        // the tail starts at token 8); the question (last 4) asks for 7 and 3.
+        let ids = [1, 1, 1, 1, 1, 3, 1, 1, 7, 1, 1, 7, 3, 1];
+        let sentence = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3];
+        let out = question_overlap(&ids, 4, 6, Some(&sentence));
+        // Sentence 1 (wholly before the tail) holds 3, as much as the needle holds 7: both 1.
+        assert_eq!(&out[4..10], &[1.0; 6], "{out:?}");
+        assert_eq!(&out[..4], &[0.0; 4]);
+        // With nothing before the tail naming a question id (3 replaced by 5), the shares
+        // are of the most any sentence holds, the question's own: 7 (twice in the prompt,
+        // ln 2) and 3 (now once, ln 4); the needle holds a third of that.
+        let mut ids = ids;
+        ids[5] = 5;
+        let out = question_overlap(&ids, 4, 6, Some(&sentence));
+        assert_eq!(&out[4..7], &[0.0; 3], "{out:?}");
+        assert_eq!(&out[7..10], &[1.0 / 3.0; 3], "{out:?}");
+        assert_eq!(&out[10..], &[1.0; 4]);
     }
 
     #[test]
