@@ -9,8 +9,9 @@ use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 use divan::Bencher;
-use sdtp::model::attention::tail_attention;
+use sdtp::model::attention::{causal_attention, causal_attention_with, tail_attention};
 use sdtp::model::cache::LayerCache;
+use sdtp::model::kernels::Kernels;
 use sdtp::model::llama::{Llama, Positions};
 use sdtp::model::load::{load_model, ModelSource};
 use sdtp::model::text::{SentenceEnds, TextCodec};
@@ -76,6 +77,30 @@ fn layer_forward_with_tail_attention(bencher: Bencher, len: usize) {
             .forward(&hidden, &positions, model.rope(), &mut cache, Some(tail))
             .expect("forward")
     });
+}
+
+/// Q, K and V of one layer over a fresh prompt at SmolLM2-135M's shape (9 query heads, 3
+/// key/value heads, head size 64), f32 on the CPU.
+fn smollm2_qkv(len: usize) -> (Tensor, Tensor, Tensor) {
+    let tensor =
+        |heads: usize| Tensor::randn(0f32, 1.0, (1, heads, len, 64), &Device::Cpu).expect("randn");
+    (tensor(9), tensor(3), tensor(3))
+}
+
+/// Causal attention as the CPU prefill runs it (`model::cpu_attention`, tiled, no score
+/// matrix): the part of a long CPU prefill that grows with the square of the length.
+#[divan::bench(args = LENGTHS, sample_count = 10)]
+fn attention_causal_smollm2(bencher: Bencher, len: usize) {
+    let (q, k, v) = smollm2_qkv(len);
+    bencher.bench_local(|| causal_attention(&q, &k, &v).expect("attention"));
+}
+
+/// The same through candle's ops a block of queries at a time (mask, softmax, products): the
+/// path before `model::cpu_attention`, still the one training differentiates through.
+#[divan::bench(args = LENGTHS, sample_count = 10)]
+fn attention_blocked_smollm2(bencher: Bencher, len: usize) {
+    let (q, k, v) = smollm2_qkv(len);
+    bencher.bench_local(|| causal_attention_with(&q, &k, &v, Kernels::Fast).expect("attention"));
 }
 
 /// The legacy attention scorer's device work: per-head mean attention of the last 10% of

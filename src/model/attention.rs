@@ -22,6 +22,9 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
             return Ok(out);
         }
     }
+    if let Some(out) = super::cpu_attention::try_cpu_attention(q, k, v)? {
+        return Ok(out);
+    }
     causal_attention_with(q, k, v, Kernels::Fast)
 }
 
@@ -203,20 +206,30 @@ mod tests {
     }
 
     #[test]
-    fn blocked_matches_naive_across_block_edges_and_gqa() -> Result<()> {
+    fn blocked_and_fused_match_naive_across_block_edges_and_gqa() -> Result<()> {
         let dev = Device::Cpu;
-        for (t, n) in [
-            (1, 1),
-            (7, 7),
-            (QUERY_BLOCK + 3, QUERY_BLOCK + 3),
-            (1, 40),
-            (300, 520),
+        for (t, n, dim) in [
+            (1, 1, 8),
+            (7, 7, 8),
+            (QUERY_BLOCK + 3, QUERY_BLOCK + 3, 8),
+            (1, 40, 8),
+            (300, 520, 8),
+            (65, 65, 64),
+            (1, 700, 64),
+            (130, 1100, 64),
         ] {
-            let q = Tensor::randn(0f32, 1.0, (1, 6, t, 8), &dev)?;
-            let k = Tensor::randn(0f32, 1.0, (1, 2, n, 8), &dev)?;
-            let v = Tensor::randn(0f32, 1.0, (1, 2, n, 8), &dev)?;
-            let d = max_diff(&causal_attention(&q, &k, &v)?, &naive(&q, &k, &v)?)?;
-            assert!(d < 1e-5, "t={t} n={n} diff={d}");
+            let q = Tensor::randn(0f32, 1.0, (1, 6, t, dim), &dev)?;
+            // K and V as the cache holds them: the first n rows of a larger buffer.
+            let k = Tensor::randn(0f32, 1.0, (1, 2, n + 9, dim), &dev)?.narrow(2, 0, n)?;
+            let v = Tensor::randn(0f32, 1.0, (1, 2, n + 9, dim), &dev)?.narrow(2, 0, n)?;
+            let want = naive(&q, &k, &v)?;
+            let blocked = causal_attention_with(&q, &k, &v, Kernels::Fast)?;
+            let d = max_diff(&blocked, &want)?;
+            assert!(d < 1e-5, "blocked t={t} n={n} dim={dim} diff={d}");
+            // The CPU path (super::cpu_attention) of the dispatching entry point.
+            let fused = causal_attention(&q, &k, &v)?;
+            let d = max_diff(&fused, &want)?;
+            assert!(d < 1e-5, "fused t={t} n={n} dim={dim} diff={d}");
         }
         Ok(())
     }

@@ -9,13 +9,15 @@
 //! - [`llama`]: embeddings, decoder layers (`attend`, then `feed_forward`), norm and lm_head;
 //!   [`cache`]: the per-layer K/V of exactly the tokens each layer saw;
 //! - the ops: [`attention`] (with the tail scores the attention scorer reads), [`rope`] at
-//!   explicit positions, [`fused`] CPU/CUDA kernels, `flash`/`cudnn` attention on CUDA,
+//!   explicit positions, [`cpu_attention`] (the CPU's tiled causal attention), [`fused`]
+//!   CPU/CUDA kernels, `flash`/`cudnn` attention on CUDA,
 //!   `decode_attention` (the decode step with its lengths on the device), and
 //!   [`kernels`], the leaf switch between fused and differentiable kernels they all read.
 
 pub mod attention;
 pub mod cache;
 pub mod config;
+pub mod cpu_attention;
 #[cfg(feature = "cuda")]
 mod cuda_kernels;
 #[cfg(feature = "cuda")]
