@@ -166,8 +166,8 @@ pub struct AttentionScoring {
 pub const SENTENCE_MAX_TOKENS: usize = 128;
 
 /// The default, chosen on the dev seed by passkey, RULER and agreement (docs/fidelity.md):
-/// the last 32 queries, max over heads, a 15-token max-pool, whole sentences, full carry; no
-/// relative ranks and no question-overlap floor (both measured, docs/fidelity.md).
+/// the last 32 queries, max over heads, a 15-token max-pool, whole sentences, full carry and
+/// the question-overlap floor; no relative ranks (measured, no gain).
 impl Default for AttentionScoring {
     fn default() -> Self {
         Self {
@@ -178,7 +178,7 @@ impl Default for AttentionScoring {
             sentences: true,
             relative: 0,
             relative_depth: 1.0,
-            question_overlap: false,
+            question_overlap: true,
         }
     }
 }
@@ -936,7 +936,7 @@ mod tests {
                 sentences: true,
                 relative: 0,
                 relative_depth: 1.0,
-                question_overlap: false,
+                question_overlap: true,
             }
         );
         s.validate(8).unwrap();
