@@ -5,7 +5,7 @@
 //! `model::attention` builds a mask and a probability matrix per block of queries and runs
 //! a scalar `exp` over every entry, masked ones included; at 4K tokens on a small model that
 //! was a large share of a CPU prefill. Keys a query cannot see are never read, and `exp`
-//! runs on whole vectors ([`exp_in_place`]).
+//! runs on whole vectors ([`exp_from_max`]).
 
 use candle_core::{
     backend::BackendStorage, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor,
@@ -187,16 +187,14 @@ fn attend_tile(inputs: &Inputs, head: usize, first: usize, len: usize, out: &mut
             if now.is_empty() {
                 continue;
             }
-            let best = now.iter().copied().fold(max[r], f32::max);
+            let (best, row_sum) = exp_from_max(now, max[r]);
             // exp(old max − new max) rescales what the row has so far (0 on its first keys).
             let rescale = if max[r] == f32::NEG_INFINITY {
                 0.0
             } else {
                 exp_one(max[r] - best)
             };
-            now.iter_mut().for_each(|s| *s -= best);
-            exp_in_place(now);
-            sum[r] = sum[r] * rescale + now.iter().sum::<f32>();
+            sum[r] = sum[r] * rescale + row_sum;
             max[r] = best;
             if rescale != 1.0 {
                 out[r * d..(r + 1) * d]
@@ -237,18 +235,18 @@ fn attend_tile(inputs: &Inputs, head: usize, first: usize, len: usize, out: &mut
     }
 }
 
-/// `exp` of every value, in place, branch-free so that the loop vectorises (with AVX2 and
-/// FMA where the processor has them, chosen at run time). Within 3e-7 relative of `f32::exp`
-/// for arguments in [-87, 88]; below that the result is the smallest normal number or 0-like
-/// (the attention only asks for exp(s − max) ≤ 1); NaN stays NaN.
-pub fn exp_in_place(values: &mut [f32]) {
+/// One row's softmax numerators over the keys of a tile: m = max(`floor`, every value), each
+/// value replaced by exp(value − m); returns m and the sum of the new values. Branch-free with
+/// 16 independent lanes for the max and the sum, so all three passes vectorise (a plain fold
+/// is a serial chain of dependent adds), with AVX2 and FMA where the processor has them,
+/// chosen at run time. `exp` is [`exp_one`]: within 3e-7 relative of `f32::exp`.
+pub fn exp_from_max(values: &mut [f32], floor: f32) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: the processor has AVX2 and FMA (checked at run time).
-        unsafe { exp_in_place_avx2(values) };
-        return;
+        return unsafe { exp_from_max_avx2(values, floor) };
     }
-    values.iter_mut().for_each(|x| *x = exp_one(*x));
+    exp_from_max_lanes(values, floor)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -261,8 +259,41 @@ fn avx2() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn exp_in_place_avx2(values: &mut [f32]) {
-    values.iter_mut().for_each(|x| *x = exp_one(*x));
+unsafe fn exp_from_max_avx2(values: &mut [f32], floor: f32) -> (f32, f32) {
+    exp_from_max_lanes(values, floor)
+}
+
+const LANES: usize = 16;
+
+#[inline(always)]
+fn exp_from_max_lanes(values: &mut [f32], floor: f32) -> (f32, f32) {
+    let mut lanes = [floor; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
+        }
+    }
+    let best = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .copied()
+        .fold(floor, f32::max);
+    let mut sums = [0f32; LANES];
+    let mut chunks = values.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (sum, v) in sums.iter_mut().zip(chunk) {
+            *v = exp_one(*v - best);
+            *sum += *v;
+        }
+    }
+    let mut total = 0f32;
+    for v in chunks.into_remainder() {
+        *v = exp_one(*v - best);
+        total += *v;
+    }
+    (best, total + sums.iter().sum::<f32>())
 }
 
 /// exp(x) as 2^n · p(r): n = round(x / ln 2), r = x − n ln 2 in [−ln 2 / 2, ln 2 / 2] (ln 2
@@ -298,11 +329,21 @@ mod tests {
             x += 0.013;
         }
         assert!(worst < 3e-7, "worst relative error {worst}");
-        let mut v = vec![0.0, -1.0, 1.0, f32::NAN, -200.0];
-        exp_in_place(&mut v);
-        assert_eq!(v[0], 1.0);
-        assert!((v[1] - (-1f32).exp()).abs() < 1e-7 && (v[2] - 1f32.exp()).abs() < 1e-6);
-        assert!(v[3].is_nan());
-        assert!(v[4] >= 0.0 && v[4] < 1e-37);
+        // A row longer than the lanes, with a remainder: the max, the numerators, their sum.
+        let mut row: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let want_max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let want: Vec<f32> = row.iter().map(|v| (v - want_max).exp()).collect();
+        let (best, total) = exp_from_max(&mut row, f32::NEG_INFINITY);
+        assert_eq!(best, want_max);
+        for (got, want) in row.iter().zip(&want) {
+            assert!((got - want).abs() <= 3e-7 * want, "{got} vs {want}");
+        }
+        assert!((total - want.iter().sum::<f32>()).abs() < 1e-5);
+        // A floor above every value is the max; far-below values give ~0, never NaN.
+        let mut low = vec![-200.0f32, 0.0];
+        let (best, total) = exp_from_max(&mut low, 1.0);
+        assert_eq!(best, 1.0);
+        assert!(low[0] >= 0.0 && low[0] < 1e-37 && (low[1] - (-1f32).exp()).abs() < 1e-7);
+        assert!((total - (-1f32).exp()).abs() < 1e-7);
     }
 }
