@@ -35,9 +35,11 @@ pub fn relative_to_neighbours(scores: &[f32], width: usize) -> Vec<f32> {
     let half = width / 2;
     let clean = |s: f32| if s.is_nan() { 0.0 } else { f64::from(s) };
     let mut prefix = Vec::with_capacity(scores.len() + 1);
-    prefix.push(0.0f64);
+    let mut total = 0.0f64;
+    prefix.push(total);
     for &s in scores {
-        prefix.push(prefix.last().unwrap() + clean(s));
+        total += clean(s);
+        prefix.push(total);
     }
     let n = scores.len();
     (0..n)
