@@ -7,9 +7,10 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use sdtp::prefill::{prefill_with_pruning, PrefillOptions};
-use sdtp::prune::schedule::{PruneSchedule, ScorerKind, Stage};
+use sdtp::prune::schedule::{AttentionScoring, PruneSchedule, ScorerKind, Stage};
 use sdtp::prune::scorer::{
-    build_scorer, model_fingerprint, ScoreInput, PREDICTOR_LAYERS_KEY, PREDICTOR_MODEL_KEY,
+    build_scorer, model_fingerprint, ScoreInput, PREDICTOR_INPUTS_KEY, PREDICTOR_LAYERS_KEY,
+    PREDICTOR_MODEL_KEY,
 };
 
 fn write_predictor(
@@ -18,13 +19,26 @@ fn write_predictor(
     layers: &[usize],
     hidden: usize,
 ) -> HashMap<String, Tensor> {
+    write_predictor_reading(path, fingerprint, layers, hidden, None)
+}
+
+/// A random predictor file; with `heads`, one that reads the hidden state and the attention
+/// features of that many heads (`sdtp.inputs = hidden+attention`).
+fn write_predictor_reading(
+    path: &std::path::Path,
+    fingerprint: &str,
+    layers: &[usize],
+    hidden: usize,
+    heads: Option<usize>,
+) -> HashMap<String, Tensor> {
     let dev = Device::Cpu;
+    let width = hidden + heads.map_or(0, |h| h + 1);
     let mut tensors = HashMap::new();
     for &l in layers {
         let p = format!("layers.{l}");
         tensors.insert(
             format!("{p}.fc1.weight"),
-            Tensor::randn(0f32, 0.05, (hidden / 4, hidden), &dev).unwrap(),
+            Tensor::randn(0f32, 0.05, (hidden / 4, width), &dev).unwrap(),
         );
         tensors.insert(
             format!("{p}.fc1.bias"),
@@ -39,7 +53,7 @@ fn write_predictor(
             Tensor::zeros(1, DType::F32, &dev).unwrap(),
         );
     }
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         (PREDICTOR_MODEL_KEY.to_string(), fingerprint.to_string()),
         (
             PREDICTOR_LAYERS_KEY.to_string(),
@@ -50,6 +64,12 @@ fn write_predictor(
                 .join(","),
         ),
     ]);
+    if heads.is_some() {
+        metadata.insert(
+            PREDICTOR_INPUTS_KEY.to_string(),
+            "hidden+attention".to_string(),
+        );
+    }
     let views: Vec<(String, Tensor)> = tensors
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -104,9 +124,12 @@ fn learned_scores_equal_a_hand_computed_mlp_and_drive_pruning() {
         min_tail_ratio: 0.05,
         scorer: Some(ScorerKind::Learned),
         predictor: Some(path.clone()),
-        attention: Default::default(),
+        // No pooling or carry: the scores are the MLP's own.
+        attention: AttentionScoring::LEGACY,
     };
     let mut scorer = build_scorer(&schedule, &cfg, &Device::Cpu, 0).unwrap();
+    // A hidden-only predictor asks for no attention.
+    assert_eq!(scorer.tail_queries(7), None);
     let hidden = Tensor::randn(0f32, 1.0, (1, 7, cfg.hidden_size), &Device::Cpu).unwrap();
     let scores = scorer
         .score(&ScoreInput {
@@ -142,6 +165,114 @@ fn learned_scores_equal_a_hand_computed_mlp_and_drive_pruning() {
     .unwrap();
     assert_eq!(out.kept.len(), 2);
     assert_eq!(out.stats[1].scores.as_ref().unwrap().scorer, "learned");
+}
+
+#[test]
+fn a_question_aware_predictor_reads_each_heads_attention_as_a_multiple_of_uniform() {
+    let tiny = common::load_tiny_model(9);
+    let cfg = tiny.model.config().clone();
+    let heads = cfg.num_attention_heads;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aware.safetensors");
+    let w = write_predictor_reading(
+        &path,
+        &model_fingerprint(&cfg),
+        &[1, 3],
+        cfg.hidden_size,
+        Some(heads),
+    );
+    let mut schedule = PruneSchedule {
+        name: "aware-test".into(),
+        stages: vec![
+            Stage {
+                layer: 1,
+                keep_ratio: 0.5,
+            },
+            Stage {
+                layer: 3,
+                keep_ratio: 0.5,
+            },
+        ],
+        min_head_tokens: 1,
+        min_tail_ratio: 0.05,
+        scorer: Some(ScorerKind::Learned),
+        predictor: Some(path.clone()),
+        attention: AttentionScoring::LEGACY,
+    };
+    schedule.attention.window = 4;
+    let mut scorer = build_scorer(&schedule, &cfg, &Device::Cpu, 0).unwrap();
+    assert_eq!(scorer.tail_queries(7), Some(4));
+    let n = 7;
+    let hidden = Tensor::randn(0f32, 1.0, (1, n, cfg.hidden_size), &Device::Cpu).unwrap();
+    // Each head's attention over the 7 tokens, one value tiny enough to hit the floor.
+    let mut att: Vec<Vec<f32>> = (0..heads)
+        .map(|h| (0..n).map(|t| ((h * 3 + t * 5) % 11 + 1) as f32).collect())
+        .collect();
+    att[0][2] = 1e-9;
+    let att: Vec<Vec<f32>> = att
+        .into_iter()
+        .map(|row| {
+            let sum: f32 = row.iter().sum();
+            row.iter().map(|v| v / sum).collect()
+        })
+        .collect();
+    let tail = Tensor::new(att.clone(), &Device::Cpu).unwrap();
+    let scores = scorer
+        .score(&ScoreInput {
+            layer: 1,
+            hidden: &hidden,
+            tail_attention: Some(&tail),
+            positions: None,
+        })
+        .unwrap();
+    let rows = hidden.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+    let fc1 = w["layers.1.fc1.weight"].to_vec2::<f32>().unwrap();
+    let b1 = w["layers.1.fc1.bias"].to_vec1::<f32>().unwrap();
+    let fc2 = w["layers.1.fc2.weight"].to_vec2::<f32>().unwrap();
+    for (t, (row, score)) in rows.iter().zip(&scores).enumerate() {
+        let mut x = row.clone();
+        let features: Vec<f32> = (0..heads)
+            .map(|h| (att[h][t] * n as f32).max(1e-3).ln())
+            .collect();
+        let best = features.iter().cloned().fold(f32::MIN, f32::max);
+        x.extend(features);
+        x.push(best);
+        let inner: Vec<f32> = fc1
+            .iter()
+            .zip(&b1)
+            .map(|(wr, b)| gelu(wr.iter().zip(&x).map(|(a, v)| a * v).sum::<f32>() + b))
+            .collect();
+        let want: f32 = fc2[0].iter().zip(&inner).map(|(a, v)| a * v).sum();
+        assert!((want - score).abs() < 1e-4, "token {t}: {want} vs {score}");
+    }
+    // Without the layer's attention, or with another model's head count, it refuses.
+    let no_attention = scorer.score(&ScoreInput {
+        layer: 1,
+        hidden: &hidden,
+        tail_attention: None,
+        positions: None,
+    });
+    assert!(no_attention.is_err());
+    let wrong = Tensor::ones((heads + 1, n), DType::F32, &Device::Cpu).unwrap();
+    let wrong_heads = scorer.score(&ScoreInput {
+        layer: 1,
+        hidden: &hidden,
+        tail_attention: Some(&wrong),
+        positions: None,
+    });
+    assert!(wrong_heads.unwrap_err().to_string().contains("heads"));
+
+    // It drives a pruned prefill: the layers hand it their tail attention.
+    let ids: Vec<u32> = (0..60).map(|i| (i * 31 + 5) % 512).collect();
+    let out = prefill_with_pruning(
+        &tiny.model,
+        &ids,
+        &schedule,
+        scorer.as_mut(),
+        &PrefillOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(out.kept.len(), 2);
 }
 
 #[test]

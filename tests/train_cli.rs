@@ -81,6 +81,84 @@ fn label(corpus: &Path, data: &Path) -> String {
 }
 
 #[test]
+fn answered_ruler_samples_are_labelled_and_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    write_corpus(&corpus, 3, 200);
+    let data = dir.path().join("data");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "saliency",
+            "--model",
+            "synthetic:tiny",
+            "--corpus",
+            s(&corpus),
+            "--out",
+            s(out),
+            "--seq-len",
+            "64",
+            "--max-sequences",
+            "3",
+            "--heldout-every",
+            "2",
+            "--ruler-tasks",
+            "niah_single_1,niah_single_2",
+            "--ruler-length",
+            "600,700",
+            "--ruler-samples",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let owned = args(&data);
+    succeeds(&owned.iter().map(String::as_str).collect::<Vec<_>>());
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("manifest.json")).unwrap())
+            .unwrap();
+    // 3 windows, then 2 tasks × 2 lengths × 2 samples, every 2nd of those held out.
+    let windows = manifest["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 3 + 8);
+    assert_eq!(windows[3]["doc"], "ruler:niah_single_1:600:0");
+    assert_eq!(windows[4]["split"], "heldout");
+    assert_eq!(manifest["ruler"]["lengths"], serde_json::json!([600, 700]));
+    let row_len = manifest["row_len"].as_u64().unwrap();
+    assert!((686..=700).contains(&row_len), "{row_len}");
+    assert_eq!(manifest["tail_queries"], 32);
+
+    let out = dir.path().join("pred").join("aware.safetensors");
+    succeeds(&[
+        "train-predictor",
+        "--model",
+        "synthetic:tiny",
+        "--dataset",
+        s(&data),
+        "--out",
+        s(&out),
+        "--epochs",
+        "2",
+        "--pairs",
+        "64",
+    ]);
+    let md = read_metadata(&out).unwrap();
+    assert_eq!(md["sdtp.inputs"], "hidden+attention");
+
+    // Bad RULER arguments fail before anything is written.
+    let bad = dir.path().join("bad");
+    for (flag, value, needles) in [
+        ("--ruler-tasks", "nope", vec!["unknown RULER task", "nope"]),
+        ("--ruler-length", "100", vec!["--ruler-length", "at least"]),
+        ("--ruler-samples", "0", vec!["--ruler-samples 0"]),
+    ] {
+        let mut a = args(&bad);
+        let at = a.iter().position(|x| x == flag).unwrap();
+        a[at + 1] = value.to_string();
+        fails_cleanly(&a.iter().map(String::as_str).collect::<Vec<_>>(), &needles);
+        assert!(!bad.exists(), "{flag} {value} left {}", bad.display());
+    }
+}
+
+#[test]
 fn saliency_then_training_on_the_tiny_model() {
     let dir = tempfile::tempdir().unwrap();
     let (corpus, data) = tiny_dataset(dir.path());

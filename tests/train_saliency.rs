@@ -66,7 +66,7 @@ fn check_saliency(span: LossSpan) {
     let model = &tiny.model;
     let prompt = ids(12);
     let layers = [1usize, 3];
-    let labels = sequence_saliency(model, &prompt, span, &layers, 2).unwrap();
+    let labels = sequence_saliency(model, &prompt, prompt.len(), span, &layers, 2).unwrap();
     let hidden = model.config().hidden_size;
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut checked = 0;

@@ -9,21 +9,20 @@ pub use saliency::{run_saliency, SaliencyArgs};
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
-use anyhow::{bail, Result};
-use candle_core::Device;
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::ProgressBar;
 
 use super::{progress_bar, ModelArgs, Session};
-use sdtp::device::device_name;
+use sdtp::device::{device_name, open_device, DeviceRequest};
 use sdtp::model::load::{read_config, ModelSource};
 use sdtp::prune::schedule::{PruneSchedule, ScorerKind};
-use sdtp::prune::scorer::model_fingerprint;
+use sdtp::prune::scorer::{model_fingerprint, PredictorInputs};
 use sdtp::report::{git_commit, rfc3339};
 use sdtp::train::corpus::Split;
 use sdtp::train::dataset::Dataset;
 use sdtp::train::evaluate::{agreement, compare_scorers, heldout_prompts};
-use sdtp::train::predictor::{train, SaliencyTarget, TrainConfig, TrainEvent};
+use sdtp::train::predictor::{train, PredictorShape, SaliencyTarget, TrainConfig, TrainEvent};
 use sdtp::train::predictor_file::{check_existing_predictor, save_trained_predictor};
 use sdtp::train::report::{
     agreement_table, comparison_table, epoch_summary, AgreementReport, ReportConfig, TrainReport,
@@ -68,6 +67,11 @@ pub struct TrainPredictorArgs {
     /// comparison measures every scorer against the same target.
     #[arg(long, value_enum, default_value = "abs")]
     pub target: SaliencyTarget,
+    /// What the predictor reads of a token: `hidden+attention` (its hidden state and how much
+    /// each head's window of the prompt's last queries, the question, looks at it) or
+    /// `hidden` (its hidden state alone, SDTP's predictor).
+    #[arg(long, default_value = "hidden+attention")]
+    pub inputs: String,
     /// Stop after this many epochs without a better mean held-out Spearman.
     #[arg(long, default_value_t = 6)]
     pub patience: usize,
@@ -112,6 +116,7 @@ pub fn run_train_predictor(args: TrainPredictorArgs) -> Result<()> {
         .iter()
         .map(|s| s.parse::<ScorerKind>())
         .collect::<Result<Vec<_>, _>>()?;
+    let inputs = PredictorInputs::parse(&args.inputs).context("--inputs")?;
     let dataset = Dataset::open(&args.dataset)?;
     let source = ModelSource::resolve(args.model.model.as_deref())?;
     let config = read_config(&source)?;
@@ -127,7 +132,8 @@ pub fn run_train_predictor(args: TrainPredictorArgs) -> Result<()> {
         );
     }
     let plan = &dataset.manifest.plan;
-    let device = Device::Cpu;
+    // The MLPs train where --device says (the dataset's stages load onto it).
+    let device = open_device(args.model.device.parse::<DeviceRequest>()?)?;
     let set = TrainingSet::load(&dataset, &layers, args.target, &device)?;
     let (train_set, heldout_set) = (set.split(Split::Train), set.split(Split::Heldout));
     let train_config = TrainConfig {
@@ -166,7 +172,11 @@ pub fn run_train_predictor(args: TrainPredictorArgs) -> Result<()> {
             &train_set,
             &heldout_set,
             &layers,
-            plan.hidden_size,
+            PredictorShape {
+                inputs,
+                hidden_size: plan.hidden_size,
+                heads: plan.attention_heads,
+            },
             &train_config,
             &device,
             &mut on_event,
@@ -203,7 +213,7 @@ pub fn run_train_predictor(args: TrainPredictorArgs) -> Result<()> {
             &comparison,
             &layers,
             heldout_set.len(),
-            plan.seq_len,
+            plan.row_len,
             args.target
         )
     );

@@ -457,6 +457,23 @@ fn read_tokenizer_config(dir: &Path) -> Result<serde_json::Map<String, serde_jso
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
+/// The model's tokenizer without its weights (what `load_model` builds beside them), so
+/// samples can be built, and lengths checked, before the slow load.
+pub fn codec_before_load(source: &ModelSource) -> Result<TextCodec> {
+    Ok(match source {
+        ModelSource::Gguf(path) => TextCodec::Tokenizer(Box::new(
+            tokenizer_from_gguf(&read_gguf_content(path)?)?.tokenizer,
+        )),
+        ModelSource::Folder(dir) | ModelSource::Hub { snapshot: dir, .. } => {
+            let path = dir.join("tokenizer.json");
+            TextCodec::Tokenizer(Box::new(tokenizers::Tokenizer::from_file(&path).map_err(
+                |e| anyhow::anyhow!("cannot read tokenizer {}: {e}", path.display()),
+            )?))
+        }
+        ModelSource::Synthetic(_) => TextCodec::Bytes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

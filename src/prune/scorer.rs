@@ -111,6 +111,14 @@ impl AttentionScorer {
     }
 }
 
+impl AttentionScorer {
+    /// Notes the layer being scored: whether its stage also ranks tokens against their
+    /// neighbourhood depends on it.
+    fn enter_stage(&mut self, layer: usize) {
+        self.relative_now = self.scoring.relative_at(layer, self.num_layers);
+    }
+}
+
 impl Scorer for AttentionScorer {
     fn kind(&self) -> ScorerKind {
         ScorerKind::Attention
@@ -142,7 +150,7 @@ impl Scorer for AttentionScorer {
     }
 
     fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
-        self.relative_now = self.scoring.relative_at(input.layer, self.num_layers);
+        self.enter_stage(input.layer);
         let attention = input
             .tail_attention
             .context("attention scorer ran without the layer's tail attention")?;
@@ -305,14 +313,102 @@ impl Scorer for RandomScorer {
     }
 }
 
-/// SDTP's learned saliency predictor: per pruning layer, hidden → hidden/4 → GELU → 1.
+/// What a learned predictor reads of each token, stored in its file under
+/// [`PREDICTOR_INPUTS_KEY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PredictorInputs {
+    /// The token's hidden state alone (SDTP's predictor, and every file without the key).
+    Hidden,
+    /// The hidden state and [`attention_features`]: how much each head's window of the
+    /// prompt's last queries (the question) looks at the token.
+    HiddenAndAttention,
+}
+
+impl PredictorInputs {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hidden => "hidden",
+            Self::HiddenAndAttention => "hidden+attention",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "hidden" => Ok(Self::Hidden),
+            "hidden+attention" => Ok(Self::HiddenAndAttention),
+            other => bail!("unknown predictor inputs {other:?} (hidden | hidden+attention)"),
+        }
+    }
+
+    /// Width of a token's input row for a model of `hidden` width and `heads` heads.
+    pub fn width(self, hidden: usize, heads: usize) -> usize {
+        match self {
+            Self::Hidden => hidden,
+            Self::HiddenAndAttention => hidden + heads + 1,
+        }
+    }
+}
+
+/// Floor of a token's attention relative to a uniform share (1/n) before the log.
+const ATTENTION_FEATURE_FLOOR: f32 = 1e-3;
+
+/// The question-aware input of each token, (n, heads + 1) f32, from the per-head attention
+/// (heads, n) of the prompt's last queries: per head ln(max(a·n, 10⁻³)) — the attention as
+/// a multiple of a uniform share, so prompts (and stages) of any length read alike — then
+/// the max over heads (the training-free scorer's own signal).
+pub fn attention_features(per_head: &Tensor) -> Result<Tensor> {
+    let per_head = per_head.to_dtype(DType::F32)?;
+    let n = per_head.dim(1)?;
+    let relative = (per_head * n as f64)?
+        .clamp(ATTENTION_FEATURE_FLOOR, f32::MAX)?
+        .log()?
+        .t()?;
+    let best = relative.max_keepdim(1)?;
+    Ok(Tensor::cat(&[&relative, &best], 1)?.contiguous()?)
+}
+
+/// A predictor's input rows (n, width) from hidden states (n, hidden) and, for
+/// [`PredictorInputs::HiddenAndAttention`], the per-head tail attention (heads, n).
+pub fn predictor_input(
+    inputs: PredictorInputs,
+    hidden: &Tensor,
+    per_head: Option<&Tensor>,
+) -> Result<Tensor> {
+    let hidden = hidden.to_dtype(DType::F32)?;
+    match inputs {
+        PredictorInputs::Hidden => Ok(hidden),
+        PredictorInputs::HiddenAndAttention => {
+            let per_head = per_head.context(
+                "the learned scorer reads the window's attention, but the layer gave none",
+            )?;
+            let per_head = match per_head.rank() {
+                1 => per_head.unsqueeze(0)?,
+                _ => per_head.clone(),
+            };
+            let features = attention_features(&per_head.to_device(hidden.device())?)?;
+            Ok(Tensor::cat(&[&hidden, &features], 1)?)
+        }
+    }
+}
+
+/// SDTP's learned saliency predictor: per pruning layer, input → hidden/4 → GELU → 1, on the
+/// token's hidden state and, for a question-aware predictor, [`attention_features`]. Its
+/// scores then go through the same refinement as the attention scorer's (pooling, whole
+/// sentences, carry, question overlap: the schedule's `[attention]` section), so the two
+/// differ only in how a token's raw score is read.
 pub struct LearnedScorer {
     stages: BTreeMap<usize, (Linear, Linear)>,
+    inputs: PredictorInputs,
+    heads: usize,
+    window: AttentionScorer,
+    scoring: AttentionScoring,
+    min_tail_ratio: f64,
 }
 
 /// Metadata keys of a predictor safetensors file.
 pub const PREDICTOR_MODEL_KEY: &str = "sdtp.model";
 pub const PREDICTOR_LAYERS_KEY: &str = "sdtp.layers";
+pub const PREDICTOR_INPUTS_KEY: &str = "sdtp.inputs";
 
 /// A short identity of a model's shape, stored in predictors and saliency datasets so that
 /// one trained for another model is refused.
@@ -332,8 +428,12 @@ pub fn model_fingerprint(cfg: &ModelConfig) -> String {
 
 impl LearnedScorer {
     /// Checks a predictor file against the model and the schedule without loading tensors
-    /// onto a device, so a mismatch fails before the model loads.
-    pub fn check_file(path: &Path, cfg: &ModelConfig, schedule: &PruneSchedule) -> Result<()> {
+    /// onto a device, so a mismatch fails before the model loads; returns what it reads.
+    pub fn check_file(
+        path: &Path,
+        cfg: &ModelConfig,
+        schedule: &PruneSchedule,
+    ) -> Result<PredictorInputs> {
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read predictor {}", path.display()))?;
         let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
@@ -362,7 +462,9 @@ impl LearnedScorer {
                 stage.layer
             );
         }
-        Ok(())
+        md.get(PREDICTOR_INPUTS_KEY)
+            .map_or(Ok(PredictorInputs::Hidden), |s| PredictorInputs::parse(s))
+            .with_context(|| format!("predictor {}", path.display()))
     }
 
     pub fn load(
@@ -371,20 +473,32 @@ impl LearnedScorer {
         schedule: &PruneSchedule,
         device: &Device,
     ) -> Result<Self> {
-        Self::check_file(path, cfg, schedule)?;
+        let inputs = Self::check_file(path, cfg, schedule)?;
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
             .with_context(|| format!("cannot map predictor {}", path.display()))?;
-        let (h, inner) = (cfg.hidden_size, cfg.hidden_size / 4);
+        let heads = cfg.num_attention_heads;
+        let (width, inner) = (inputs.width(cfg.hidden_size, heads), cfg.hidden_size / 4);
         let mut stages = BTreeMap::new();
         for stage in &schedule.stages {
             let vb = vb.pp(format!("layers.{}", stage.layer));
-            let fc1 = candle_nn::linear(h, inner, vb.pp("fc1"))
+            let fc1 = candle_nn::linear(width, inner, vb.pp("fc1"))
                 .with_context(|| format!("predictor {} layer {}", path.display(), stage.layer))?;
             let fc2 = candle_nn::linear(inner, 1, vb.pp("fc2"))
                 .with_context(|| format!("predictor {} layer {}", path.display(), stage.layer))?;
             stages.insert(stage.layer, (fc1, fc2));
         }
-        Ok(Self { stages })
+        Ok(Self {
+            stages,
+            inputs,
+            heads,
+            window: AttentionScorer::new(
+                schedule.attention,
+                schedule.min_tail_ratio,
+                cfg.num_hidden_layers,
+            ),
+            scoring: schedule.attention,
+            min_tail_ratio: schedule.min_tail_ratio,
+        })
     }
 }
 
@@ -393,14 +507,37 @@ impl Scorer for LearnedScorer {
         ScorerKind::Learned
     }
 
+    fn tail_queries(&self, n: usize) -> Option<usize> {
+        (self.inputs == PredictorInputs::HiddenAndAttention)
+            .then(|| self.scoring.queries(n, self.min_tail_ratio))
+    }
+
+    fn begin_prefill(&mut self, ids: &[u32], sentence_ends: Option<&SentenceEnds>) {
+        self.window.begin_prefill(ids, sentence_ends);
+    }
+
     fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
         let (fc1, fc2) = self
             .stages
             .get(&input.layer)
             .with_context(|| format!("predictor has no stage for layer {}", input.layer))?;
-        let x = input.hidden.to_dtype(DType::F32)?;
+        self.window.enter_stage(input.layer);
+        if let Some(t) = input.tail_attention.filter(|t| t.rank() == 2) {
+            if t.dim(0)? != self.heads {
+                bail!(
+                    "the learned scorer was trained on {} heads' attention, the layer gave {}",
+                    self.heads,
+                    t.dim(0)?
+                );
+            }
+        }
+        let x = predictor_input(self.inputs, &input.hidden.squeeze(0)?, input.tail_attention)?;
         let y = fc2.forward(&fc1.forward(&x)?.gelu_erf()?)?;
-        Ok(y.squeeze(0)?.squeeze(D::Minus1)?.to_vec1::<f32>()?)
+        Ok(y.squeeze(D::Minus1)?.to_vec1::<f32>()?)
+    }
+
+    fn refine(&mut self, scores: Vec<f32>, positions: Option<&[u32]>) -> Result<Vec<f32>> {
+        self.window.refine(scores, positions)
     }
 }
 

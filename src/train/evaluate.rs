@@ -12,7 +12,6 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use candle_core::Tensor;
 use serde::Serialize;
 
 use super::corpus::{apportion, split_of, spread_starts, Split};
@@ -72,8 +71,9 @@ pub fn compare_scorers(
     let device = candle_core::Device::Cpu;
     let mut out = Vec::new();
     for &kind in kinds {
-        // The stored attention column is the legacy scorer's (mean over heads of the tail's
-        // attention): score it as that scorer does, not with the default's pooling.
+        // Scored as the legacy scorer reads the stored per-head attention (mean over heads,
+        // no pooling, sentences or carry; the learned scorer's refinement is the same), so
+        // every scorer is compared on its raw read.
         let s = PruneSchedule {
             attention: AttentionScoring::LEGACY,
             ..with_scorer(schedule, kind, predictor)
@@ -84,13 +84,14 @@ pub fn compare_scorers(
             let (mut kept, mut tokens) = (0, 0);
             for seq in heldout {
                 let st = &seq.stages[k];
-                let hidden = hidden_f32(st)?.unsqueeze(0)?;
+                // The scorers run on the CPU, wherever the dataset was loaded.
+                let hidden = hidden_f32(st)?.to_device(&device)?.unsqueeze(0)?;
+                let heads = st.heads.to_device(&device)?;
                 let n = st.saliency.len();
-                let attention = Tensor::new(st.attention.as_slice(), &device)?;
                 let scores = scorer.score(&ScoreInput {
                     layer: stage.layer,
                     hidden: &hidden,
-                    tail_attention: Some(&attention),
+                    tail_attention: Some(&heads),
                     positions: None,
                 })?;
                 let keep = kept_len(

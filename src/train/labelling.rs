@@ -7,10 +7,10 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
-use super::corpus::{plan_windows, split_of, Corpus, Split};
+use super::corpus::{plan_windows, split_of, Corpus, Split, WindowPlan};
 use super::dataset::{
     create_or_resume, shard_is_complete, write_shard, CorpusInfo, DatasetPlan, LabelledSequence,
-    Manifest, FORMAT,
+    Manifest, RulerPlan, FORMAT,
 };
 use super::saliency::{sequence_saliency, LossSpan};
 use crate::model::config::ModelConfig;
@@ -32,6 +32,31 @@ pub struct LabelSettings<'a> {
     pub sequences_per_shard: usize,
     /// `f16` or `f32`.
     pub hidden_dtype: String,
+}
+
+/// A prompt labelled by the loss of its answer (a RULER-style sample): the answer follows the
+/// prompt in the labelled sequence, and only the prompt's tokens are scored and stored.
+#[derive(Debug, Clone)]
+pub struct AnsweredPrompt {
+    /// Unique within the dataset, e.g. `ruler:niah_single_1:1024:3`.
+    pub id: String,
+    pub prompt: Vec<u32>,
+    pub answer: Vec<u32>,
+}
+
+/// The answered prompts a dataset labels besides its corpus windows, and how they were made.
+pub struct AnsweredPrompts<'a> {
+    pub plan: RulerPlan,
+    pub prompts: &'a [AnsweredPrompt],
+}
+
+/// Trailing queries whose attention a stage's inputs average over `n` prompt tokens: the
+/// schedule's window, or with window 0 its protected tail (as `AttentionScoring::queries`).
+pub fn stored_tail_queries(plan: &DatasetPlan, n: usize) -> usize {
+    match plan.tail_queries {
+        0 => mandatory_tail_len(n, plan.min_tail_ratio),
+        w => w.min(n),
+    }
 }
 
 /// A corpus's documents tokenized: ids in corpus order and their tokens.
@@ -70,6 +95,7 @@ pub fn plan_dataset(
     corpus: &Corpus,
     docs: &TokenizedCorpus,
     settings: &LabelSettings,
+    answered: Option<&AnsweredPrompts>,
     schedule: &PruneSchedule,
     config: &ModelConfig,
     model_name: String,
@@ -93,6 +119,29 @@ pub fn plan_dataset(
     if let Some(max) = settings.max_sequences {
         windows.truncate(max);
     }
+    // Answered prompts after the windows; every `heldout_every`-th of them is held out.
+    let mut longest = settings.seq_len;
+    if let Some(answered) = answered {
+        for (i, p) in answered.prompts.iter().enumerate() {
+            if p.prompt.is_empty() || p.answer.is_empty() {
+                bail!("answered prompt {} has an empty prompt or answer", p.id);
+            }
+            if p.prompt.len() + p.answer.len() > config.max_position_embeddings {
+                bail!(
+                    "answered prompt {} has {} tokens with its answer, over the model's context of {}",
+                    p.id,
+                    p.prompt.len() + p.answer.len(),
+                    config.max_position_embeddings
+                );
+            }
+            longest = longest.max(p.prompt.len());
+            windows.push(WindowPlan {
+                doc: p.id.clone(),
+                start: 0,
+                split: split_of(i, settings.heldout_every),
+            });
+        }
+    }
     let (train_docs, heldout_docs): (Vec<_>, Vec<_>) = docs
         .ids
         .iter()
@@ -103,12 +152,15 @@ pub fn plan_dataset(
         model: model_fingerprint(config),
         model_name,
         hidden_size: config.hidden_size,
+        attention_heads: config.num_attention_heads,
+        tail_queries: schedule.attention.window,
         layers: schedule.stages.iter().map(|s| s.layer).collect(),
         schedule: schedule.name.clone(),
         keep_ratios: schedule.stages.iter().map(|s| s.keep_ratio).collect(),
         min_head_tokens: schedule.min_head_tokens,
         min_tail_ratio: schedule.min_tail_ratio,
         seq_len: settings.seq_len,
+        row_len: longest,
         stride: settings.stride,
         loss: settings.loss.describe(),
         hidden_dtype: settings.hidden_dtype.clone(),
@@ -120,6 +172,7 @@ pub fn plan_dataset(
             train_documents: train_docs.into_iter().map(|(_, d)| d.clone()).collect(),
             heldout_documents: heldout_docs.into_iter().map(|(_, d)| d.clone()).collect(),
         },
+        ruler: answered.map(|a| a.plan.clone()),
         sequences_per_shard: settings.sequences_per_shard,
         windows,
     })
@@ -160,6 +213,7 @@ pub fn label_missing_shards(
     out: &Path,
     plan: &DatasetPlan,
     docs: &TokenizedCorpus,
+    answered: &[AnsweredPrompt],
     span: LossSpan,
     on_event: &mut dyn FnMut(LabelEvent),
 ) -> Result<usize> {
@@ -177,7 +231,6 @@ pub fn label_missing_shards(
         plan.num_shards(),
         out.display()
     );
-    let tail_queries = mandatory_tail_len(plan.seq_len, plan.min_tail_ratio);
     let mut labelled_now = 0usize;
     for index in 0..plan.num_shards() {
         let range = plan.shard_windows(index);
@@ -192,13 +245,27 @@ pub fn label_missing_shards(
         let mut sequences = Vec::with_capacity(range.len());
         for window in range.clone() {
             let w = &plan.windows[window];
-            let tokens = docs.window(&w.doc, w.start, plan.seq_len)?;
-            let labels = sequence_saliency(model, &tokens, span, &plan.layers, tail_queries)
+            // A corpus window is its own prompt, labelled by the plan's loss; an answered
+            // prompt is labelled by the loss of its answer.
+            let (ids, prompt_len, span) = match answered.iter().find(|p| p.id == w.doc) {
+                Some(p) => (
+                    [p.prompt.as_slice(), p.answer.as_slice()].concat(),
+                    p.prompt.len(),
+                    LossSpan::Last(p.answer.len()),
+                ),
+                None => (
+                    docs.window(&w.doc, w.start, plan.seq_len)?,
+                    plan.seq_len,
+                    span,
+                ),
+            };
+            let queries = stored_tail_queries(plan, prompt_len);
+            let labels = sequence_saliency(model, &ids, prompt_len, span, &plan.layers, queries)
                 .with_context(|| format!("window {window} ({} @ {})", w.doc, w.start))?;
             on_event(LabelEvent::Labelled { loss: labels.loss });
             sequences.push(LabelledSequence {
                 window,
-                tokens,
+                tokens: ids[..prompt_len].to_vec(),
                 labels,
             });
             labelled_now += 1;

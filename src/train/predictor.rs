@@ -21,9 +21,10 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::dataset::{hidden_f32, StoredSequence};
+use super::dataset::{stage_input, StoredSequence};
 use super::metrics::{normalised_ranks, spearman};
 use super::safetensors_io::{write_safetensors, RawTensor};
+use crate::prune::scorer::PredictorInputs;
 
 /// What the predictor learns to rank, derived from the stored π̂ = Σ_d ∂L/∂h ⊙ h.
 ///
@@ -128,8 +129,24 @@ pub struct EpochLog {
     pub seconds: f64,
 }
 
+/// What a predictor reads and how wide it is.
+#[derive(Debug, Clone, Copy)]
+pub struct PredictorShape {
+    pub inputs: PredictorInputs,
+    pub hidden_size: usize,
+    /// Attention heads of the model (the attention inputs' width).
+    pub heads: usize,
+}
+
+impl PredictorShape {
+    fn width(&self) -> usize {
+        self.inputs.width(self.hidden_size, self.heads)
+    }
+}
+
 /// The trained predictor and how it got there.
 pub struct Trained {
+    pub inputs: PredictorInputs,
     /// Exported (standardisation folded in), one per stage, in stage order.
     pub stages: Vec<StageWeights>,
     /// Epoch (1-based) whose weights each stage kept.
@@ -159,13 +176,12 @@ struct StageMlp {
 impl StageMlp {
     fn new(
         layer: usize,
-        hidden: usize,
+        (hidden, inner): (usize, usize),
         mean: Tensor,
         inv_sd: Tensor,
         rng: &mut impl Rng,
     ) -> Result<Self> {
         let device = mean.device().clone();
-        let inner = hidden / 4;
         // PyTorch's nn.Linear default: U(-1/√fan_in, 1/√fan_in) for weights and biases.
         let mut uniform = |shape: &[usize], fan_in: usize| -> Result<Var> {
             let bound = 1.0 / (fan_in as f32).sqrt();
@@ -195,7 +211,7 @@ impl StageMlp {
         ]
     }
 
-    /// (n, h) raw hidden states → (n,) scores.
+    /// (n, width) raw input rows → (n,) scores.
     fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
         let x = hidden
             .broadcast_sub(&self.mean)?
@@ -225,13 +241,13 @@ impl StageMlp {
 }
 
 /// Per-dimension mean and 1/deviation (deviation floored at 1e-4 of the largest) over every
-/// token of `sequences` at stage `k`, as (1, h) tensors.
-fn standardisation(sequences: &[&StoredSequence], k: usize) -> Result<(Tensor, Tensor)> {
+/// token's input row at stage `k`, as (1, width) tensors.
+fn standardisation(rows: &[Vec<Tensor>], k: usize) -> Result<(Tensor, Tensor)> {
     let mut sum: Option<Tensor> = None;
     let mut sum_sq: Option<Tensor> = None;
     let mut count = 0usize;
-    for s in sequences {
-        let h = hidden_f32(&s.stages[k])?.to_dtype(DType::F64)?;
+    for s in rows {
+        let h = s[k].to_dtype(DType::F64)?;
         count += h.dim(0)?;
         let (a, b) = (h.sum_keepdim(0)?, h.sqr()?.sum_keepdim(0)?);
         sum = Some(match sum {
@@ -307,11 +323,12 @@ pub fn train(
     train: &[&StoredSequence],
     heldout: &[&StoredSequence],
     layers: &[usize],
-    hidden_size: usize,
+    shape: PredictorShape,
     config: &TrainConfig,
     device: &Device,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<Trained> {
+    let hidden_size = shape.hidden_size;
     if train.is_empty() {
         bail!("the dataset has no train sequences; hold out fewer documents");
     }
@@ -321,13 +338,29 @@ pub fn train(
     if hidden_size < 4 {
         bail!("hidden size {hidden_size} is too small for a hidden/4 predictor");
     }
+    // Inputs as f32 rows once; targets normalised once.
+    let rows = |set: &[&StoredSequence]| -> Result<Vec<Vec<Tensor>>> {
+        set.iter()
+            .map(|s| {
+                s.stages
+                    .iter()
+                    .map(|st| {
+                        stage_input(st, shape.inputs)?
+                            .to_device(device)
+                            .map_err(Into::into)
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect()
+    };
+    let train_hidden = rows(train)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
     let mut mlps = Vec::with_capacity(layers.len());
     for (k, &layer) in layers.iter().enumerate() {
-        let (mean, inv_sd) = standardisation(train, k)?;
+        let (mean, inv_sd) = standardisation(&train_hidden, k)?;
         mlps.push(StageMlp::new(
             layer,
-            hidden_size,
+            (shape.width(), hidden_size / 4),
             mean.to_device(device)?,
             inv_sd.to_device(device)?,
             &mut rng,
@@ -342,11 +375,6 @@ pub fn train(
             ..ParamsAdamW::default()
         },
     )?;
-    // Inputs as f32 once; targets normalised once.
-    let train_hidden: Vec<Vec<Tensor>> = train
-        .iter()
-        .map(|s| s.stages.iter().map(hidden_f32).collect::<Result<Vec<_>>>())
-        .collect::<Result<_>>()?;
     let train_targets: Vec<Vec<Vec<f32>>> = train
         .iter()
         .map(|s| {
@@ -356,18 +384,10 @@ pub fn train(
                 .collect()
         })
         .collect();
-    let heldout_data: Vec<(Vec<Tensor>, &StoredSequence)> = heldout
-        .iter()
-        .map(|s| {
-            Ok((
-                s.stages
-                    .iter()
-                    .map(hidden_f32)
-                    .collect::<Result<Vec<_>>>()?,
-                *s,
-            ))
-        })
-        .collect::<Result<_>>()?;
+    let heldout_data: Vec<(Vec<Tensor>, &StoredSequence)> = rows(heldout)?
+        .into_iter()
+        .zip(heldout.iter().copied())
+        .collect();
 
     let mut best: Vec<(f64, usize, StageWeights)> = mlps
         .iter()
@@ -469,6 +489,7 @@ pub fn train(
         }
     }
     Ok(Trained {
+        inputs: shape.inputs,
         best_epoch: best.iter().map(|b| b.1).collect(),
         stages: best.into_iter().map(|b| b.2).collect(),
         history,
@@ -518,7 +539,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mean = Tensor::randn(0f32, 3.0, (1, 8), &dev)?;
         let inv_sd = (Tensor::rand(0.5f32, 2.0, (1, 8), &dev)?).recip()?;
-        let mlp = StageMlp::new(3, 8, mean, inv_sd, &mut rng)?;
+        let mlp = StageMlp::new(3, (8, 2), mean, inv_sd, &mut rng)?;
         let x = Tensor::randn(0f32, 4.0, (5, 8), &dev)?;
         let want = mlp.forward(&x)?.to_vec1::<f32>()?;
         let got = mlp.export()?.score(&x)?;

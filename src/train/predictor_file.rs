@@ -14,7 +14,9 @@ use super::safetensors_io::read_metadata;
 use super::{PREDICTOR_CORPUS_KEY, PREDICTOR_DATE_KEY, PREDICTOR_SCHEDULE_KEY};
 use crate::model::config::ModelConfig;
 use crate::prune::schedule::{PruneSchedule, ScorerKind};
-use crate::prune::scorer::{LearnedScorer, PREDICTOR_LAYERS_KEY, PREDICTOR_MODEL_KEY};
+use crate::prune::scorer::{
+    LearnedScorer, PREDICTOR_INPUTS_KEY, PREDICTOR_LAYERS_KEY, PREDICTOR_MODEL_KEY,
+};
 use crate::report::{git_commit, rfc3339, write_atomic};
 
 /// The metadata key of the saliency target a predictor learned.
@@ -36,10 +38,15 @@ pub fn save_trained_predictor(
         PREDICTOR_TARGET_KEY.to_string(),
         target.as_str().to_string(),
     );
+    metadata.insert(
+        PREDICTOR_INPUTS_KEY.to_string(),
+        trained.inputs.as_str().to_string(),
+    );
     save_predictor(out, &trained.stages, metadata)?;
     write_schedule_toml(out, schedule)?;
     LearnedScorer::check_file(out, config, schedule)
-        .context("the predictor just written does not load")
+        .context("the predictor just written does not load")?;
+    Ok(())
 }
 
 /// Checks that the predictor at `path` loads for `config` and `schedule` and was trained on
@@ -122,7 +129,7 @@ pub fn predictor_metadata(
         ("sdtp.git_commit".to_string(), git_commit().to_string()),
         (
             "sdtp.architecture".to_string(),
-            "hidden -> hidden/4 -> GELU(erf) -> 1, per stage".to_string(),
+            "input -> hidden/4 -> GELU(erf) -> 1, per stage (input: sdtp.inputs)".to_string(),
         ),
     ])
 }

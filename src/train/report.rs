@@ -131,7 +131,7 @@ fn write_comparison(
     let kinds: Vec<&str> = ScorerKind::ALL.iter().map(|k| k.as_str()).collect();
     writeln!(
         out,
-        "\nheld-out scorers vs the {} target ({sequences} sequences of {len} tokens, unpruned model, per stage)",
+        "\nheld-out scorers vs the {} target ({sequences} sequences of up to {len} tokens, unpruned model, per stage)",
         target.as_str()
     )?;
     type Metric = fn(&ScorerStageStats) -> f64;

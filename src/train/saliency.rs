@@ -68,9 +68,13 @@ pub struct StageLabels {
     pub grad: Tensor,
     /// π̂ = Σ_d (∂L/∂h ⊙ h), one value per token.
     pub saliency: Vec<f32>,
-    /// The `attention` scorer's score of each token at this stage (mean attention of the
-    /// last queries in that layer), for comparing scorers on the same tokens.
+    /// The legacy `attention` scorer's score of each token at this stage (mean over heads
+    /// of the attention the prompt's last queries pay it), for comparing scorers.
     pub attention: Vec<f32>,
+    /// Per head, the mean attention the prompt's last queries pay each token, (heads, len)
+    /// f32: what `ScoreInput::tail_attention` holds at inference, the learned scorer's
+    /// question-aware input.
+    pub heads: Tensor,
 }
 
 /// Labels of one sequence at every requested stage.
@@ -143,33 +147,85 @@ fn sequence_loss(
     Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
 }
 
-/// π̂ and the predictor's inputs at every layer of `layers` (strictly increasing), from one
-/// forward and one backward pass over `ids` (at least 2 tokens). `tail_queries` is how many
-/// trailing queries the `attention` scorer would average (see `AttentionScorer`).
+/// The per-head tail attention (heads, len) f32 of the last `tail_queries` queries of `ids`
+/// at every layer of `layers`, from a forward pass of the model as inference runs it.
+fn stage_tail_attention(
+    model: &Llama,
+    ids: &[u32],
+    layers: &[usize],
+    tail_queries: usize,
+) -> Result<Vec<Tensor>> {
+    let mut hidden = model.embed(ids)?;
+    let positions = model.positions((0..ids.len() as u32).collect())?;
+    let mut cache = KvCache::new(model.layers().len());
+    let mut out = Vec::with_capacity(layers.len());
+    let last = layers.last().copied().unwrap_or(0);
+    for (index, layer) in model.layers().iter().enumerate().take(last + 1) {
+        let is_stage = layers.contains(&index);
+        let step = DecoderLayer::forward(
+            layer,
+            &hidden,
+            &positions,
+            model.rope(),
+            &mut cache.layers[index],
+            is_stage.then_some(tail_queries),
+        )?;
+        if is_stage {
+            match step.tail_attention {
+                Some(t) => out.push(t.to_dtype(DType::F32)?),
+                None => bail!("layer {index} returned no tail attention"),
+            }
+        }
+        hidden = step.hidden;
+    }
+    Ok(out)
+}
+
+/// π̂ and the predictor's inputs at every layer of `layers` (strictly increasing) for the
+/// first `prompt_len` tokens of `ids` (at least 2 tokens). The tokens after the prompt are
+/// its answer: they feed the loss (`span`) but are never scored, as at inference, where the
+/// prompt is pruned before any answer exists. `tail_queries` is how many of the prompt's
+/// last queries the attention inputs average (`AttentionScoring::queries`).
 pub fn sequence_saliency(
     model: &Llama,
     ids: &[u32],
+    prompt_len: usize,
     span: LossSpan,
     layers: &[usize],
     tail_queries: usize,
 ) -> Result<SequenceLabels> {
     check_inputs(model, ids, layers)?;
-    let mut taps: Vec<(usize, Var, Tensor, Vec<f32>)> = Vec::with_capacity(layers.len());
+    if prompt_len == 0 || prompt_len > ids.len() {
+        bail!(
+            "prompt of {prompt_len} tokens in a sequence of {}",
+            ids.len()
+        );
+    }
+    // With an answer after the prompt, the prompt's last queries are not the sequence's:
+    // their attention comes from a pass over the prompt alone (causal, so the prompt's
+    // hidden states are the same in both passes).
+    let mut prompt_heads = if prompt_len < ids.len() {
+        stage_tail_attention(model, &ids[..prompt_len], layers, tail_queries)?
+    } else {
+        Vec::new()
+    }
+    .into_iter();
+    let whole = prompt_len == ids.len();
+    let mut taps: Vec<(usize, Var, Tensor, Tensor)> = Vec::with_capacity(layers.len());
     let loss = sequence_loss(
         model,
         ids,
         span,
         layers,
-        Some(tail_queries),
+        whole.then_some(tail_queries),
         |layer, h, tail| {
             let tap = Var::zeros(h.shape(), h.dtype(), h.device())?;
-            let attention = match tail {
-                // Stored as the mean over heads (the dataset's layout since version 1).
-                Some(t) => t.to_dtype(DType::F32)?.mean(0)?.to_vec1::<f32>()?,
-                None => bail!("layer {layer} returned no tail attention"),
+            let heads = match (tail, prompt_heads.next()) {
+                (Some(t), _) | (None, Some(t)) => t.to_dtype(DType::F32)?,
+                (None, None) => bail!("layer {layer} returned no tail attention"),
             };
             let tapped = (&h + tap.as_tensor())?;
-            taps.push((layer, tap, h.detach(), attention));
+            taps.push((layer, tap, h.detach(), heads));
             Ok(tapped)
         },
     )?;
@@ -181,7 +237,7 @@ pub fn sequence_saliency(
         forward_done.elapsed().as_secs_f64()
     );
     let mut stages = Vec::with_capacity(taps.len());
-    for (layer, tap, hidden, attention) in taps {
+    for (layer, tap, hidden, heads) in taps {
         let hidden = hidden.squeeze(0)?.to_dtype(DType::F32)?;
         let grad = match grads.get(tap.as_tensor()) {
             Some(g) => g.squeeze(0)?.to_dtype(DType::F32)?,
@@ -189,13 +245,24 @@ pub fn sequence_saliency(
             // then the gradient is exactly zero.
             None => hidden.zeros_like()?,
         };
+        let (hidden, grad) = (
+            hidden.narrow(0, 0, prompt_len)?,
+            grad.narrow(0, 0, prompt_len)?,
+        );
         let saliency = (&grad * &hidden)?.sum(D::Minus1)?.to_vec1::<f32>()?;
+        let heads = match heads.rank() {
+            1 => heads.unsqueeze(0)?,
+            _ => heads,
+        }
+        .to_device(&candle_core::Device::Cpu)?;
         stages.push(StageLabels {
             layer,
             hidden,
             grad,
             saliency,
-            attention,
+            // Stored as the mean over heads (the dataset's layout since version 1).
+            attention: heads.mean(0)?.to_vec1::<f32>()?,
+            heads,
         });
     }
     Ok(SequenceLabels {
@@ -235,7 +302,7 @@ mod tests {
         .unwrap();
         let model = &tiny.model;
         let ids: Vec<u32> = (0..9).map(|i| (i * 37 + 11) % 256).collect();
-        let labels = sequence_saliency(model, &ids, LossSpan::All, &[1, 2], 1).unwrap();
+        let labels = sequence_saliency(model, &ids, 9, LossSpan::All, &[1, 2], 1).unwrap();
         assert_eq!(labels.stages.len(), 2);
         assert_eq!(labels.stages[0].saliency.len(), 9);
         assert_eq!(labels.stages[1].attention.len(), 9);
@@ -247,9 +314,30 @@ mod tests {
         // The last token predicts nothing, and nothing after it reads its hidden state
         // except itself: its saliency comes only through its own row, which feeds no loss.
         assert_eq!(labels.stages[0].saliency[8], 0.0);
-        assert!(sequence_saliency(model, &ids[..1], LossSpan::All, &[1], 1).is_err());
-        assert!(sequence_saliency(model, &ids, LossSpan::All, &[2, 1], 1).is_err());
-        assert!(sequence_saliency(model, &ids, LossSpan::All, &[99], 1).is_err());
+        assert!(sequence_saliency(model, &ids[..1], 1, LossSpan::All, &[1], 1).is_err());
+        assert!(sequence_saliency(model, &ids, 10, LossSpan::All, &[1], 1).is_err());
+        assert!(sequence_saliency(model, &ids, 9, LossSpan::All, &[2, 1], 1).is_err());
+        assert!(sequence_saliency(model, &ids, 9, LossSpan::All, &[99], 1).is_err());
+        // With an answer after a prompt of 6 tokens: the prompt's inputs are those of the
+        // prompt alone (causal), and the answer is never scored.
+        let answered = sequence_saliency(model, &ids, 6, LossSpan::Last(3), &[1, 2], 2).unwrap();
+        let alone = sequence_saliency(model, &ids[..6], 6, LossSpan::All, &[1, 2], 2).unwrap();
+        for (a, b) in answered.stages.iter().zip(&alone.stages) {
+            assert_eq!(a.saliency.len(), 6);
+            assert_eq!(a.heads.dims(), [model.config().num_attention_heads, 6]);
+            let diff = |x: &Tensor, y: &Tensor| {
+                (x - y)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            assert!(diff(&a.heads, &b.heads) < 1e-6);
+            assert!(diff(&a.hidden, &b.hidden) < 1e-5);
+        }
         assert_eq!(LossSpan::Last(3).rows(9), (5, 3));
         assert_eq!(LossSpan::Last(30).rows(9), (0, 8));
         assert_eq!(LossSpan::All.rows(9), (0, 8));

@@ -19,9 +19,8 @@ use sdtp::eval::ruler::sample::{build_samples, RulerSample};
 use sdtp::eval::ruler::task::Task;
 use sdtp::eval::table;
 use sdtp::eval::tokenize::{prompt_wrapper, PromptFormat};
-use sdtp::model::load::{read_config, read_gguf_content, ModelSource};
+use sdtp::model::load::{codec_before_load, read_config, ModelSource};
 use sdtp::model::text::TextCodec;
-use sdtp::model::tokenizer::tokenizer_from_gguf;
 use sdtp::report::write_atomic;
 
 #[derive(Args, Debug)]
@@ -53,23 +52,6 @@ pub struct RulerArgs {
     pub plot: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
-}
-
-/// The model's tokenizer without its weights (what `load_model` builds beside them), so
-/// samples can be built, and lengths checked, before the slow load.
-fn codec_before_load(source: &ModelSource) -> Result<TextCodec> {
-    Ok(match source {
-        ModelSource::Gguf(path) => TextCodec::Tokenizer(Box::new(
-            tokenizer_from_gguf(&read_gguf_content(path)?)?.tokenizer,
-        )),
-        ModelSource::Folder(dir) | ModelSource::Hub { snapshot: dir, .. } => {
-            let path = dir.join("tokenizer.json");
-            TextCodec::Tokenizer(Box::new(tokenizers::Tokenizer::from_file(&path).map_err(
-                |e| anyhow::anyhow!("cannot read tokenizer {}: {e}", path.display()),
-            )?))
-        }
-        ModelSource::Synthetic(_) => TextCodec::Bytes,
-    })
 }
 
 /// The tasks asked for (all when none), checked, repeats dropped.
