@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use sdtp::prefill::{prefill_with_pruning, PrefillOptions};
 use sdtp::prune::schedule::{AttentionScoring, PruneSchedule, ScorerKind, Stage};
+use sdtp::prune::score_ops::rank01;
 use sdtp::prune::scorer::{
     build_scorer, model_fingerprint, ScoreInput, PREDICTOR_INPUTS_KEY, PREDICTOR_LAYERS_KEY,
     PREDICTOR_MODEL_KEY,
@@ -261,6 +262,31 @@ fn a_question_aware_predictor_reads_each_heads_attention_as_a_multiple_of_unifor
         positions: None,
     });
     assert!(wrong_heads.unwrap_err().to_string().contains("heads"));
+
+    // With `union`, a token ranks at the better of its learned and attention ranks.
+    let mut union = schedule.clone();
+    union.attention.union = true;
+    let mut both = build_scorer(&union, &cfg, &Device::Cpu, 0).unwrap();
+    let joint = both
+        .score(&ScoreInput {
+            layer: 1,
+            hidden: &hidden,
+            tail_attention: Some(&tail),
+            positions: None,
+        })
+        .unwrap();
+    // The legacy read: mean over heads.
+    let mean: Vec<f32> = (0..n)
+        .map(|t| (0..heads).map(|h| att[h][t]).sum::<f32>() / heads as f32)
+        .collect();
+    let want: Vec<f32> = rank01(&scores)
+        .into_iter()
+        .zip(rank01(&mean))
+        .map(|(a, b)| a.max(b))
+        .collect();
+    for (w, g) in want.iter().zip(&joint) {
+        assert!((w - g).abs() < 1e-6, "{want:?} vs {joint:?}");
+    }
 
     // It drives a pruned prefill: the layers hand it their tail attention.
     let ids: Vec<u32> = (0..60).map(|i| (i * 31 + 5) % 512).collect();

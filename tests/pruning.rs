@@ -280,6 +280,7 @@ fn harsh_schedule() -> impl Strategy<Value = PruneSchedule> {
                         relative: 0,
                         relative_depth: 1.0,
                         question_overlap: false,
+                        union: false,
                     },
                     ..schedule(&stages, head, tail, kind)
                 }

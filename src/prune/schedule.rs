@@ -148,6 +148,9 @@ pub enum HeadReduce {
 ///   `window` tokens) its sentence spells out, each token id weighed by its rarity in the
 ///   prompt (`score_ops::question_overlap`): a sentence naming the question's key is kept
 ///   even where the early layers' attention has not found it yet.
+/// - `union` (the `learned` scorer only): a token ranks at the better of its learned rank and
+///   the rank the attention read above gives it, so the kept set is what either would keep
+///   first. Each signal goes through the refinement (pool, sentences, carry, floor) on its own.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttentionScoring {
@@ -159,6 +162,7 @@ pub struct AttentionScoring {
     pub relative: usize,
     pub relative_depth: f64,
     pub question_overlap: bool,
+    pub union: bool,
 }
 
 /// The longest unit `sentences` keeps whole: text without sentence ends (code, a list of
@@ -179,6 +183,7 @@ impl Default for AttentionScoring {
             relative: 0,
             relative_depth: 1.0,
             question_overlap: true,
+            union: false,
         }
     }
 }
@@ -195,6 +200,7 @@ impl AttentionScoring {
         relative: 0,
         relative_depth: 1.0,
         question_overlap: false,
+        union: false,
     };
 }
 
@@ -937,6 +943,7 @@ mod tests {
                 relative: 0,
                 relative_depth: 1.0,
                 question_overlap: true,
+                union: false,
             }
         );
         s.validate(8).unwrap();
@@ -1059,6 +1066,7 @@ mod tests {
                 relative: 0,
                 relative_depth: 1.0,
                 question_overlap: false,
+                union: false,
             };
             let text = toml::to_string(&s).unwrap();
             assert_eq!(

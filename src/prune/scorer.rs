@@ -403,6 +403,9 @@ pub struct LearnedScorer {
     window: AttentionScorer,
     scoring: AttentionScoring,
     min_tail_ratio: f64,
+    /// With `union`: the attention scorer whose rank a token may take instead, and its raw
+    /// read of the stage being scored.
+    union: Option<(AttentionScorer, Vec<f32>)>,
 }
 
 /// Metadata keys of a predictor safetensors file.
@@ -498,6 +501,14 @@ impl LearnedScorer {
             ),
             scoring: schedule.attention,
             min_tail_ratio: schedule.min_tail_ratio,
+            union: schedule.attention.union.then(|| {
+                let scorer = AttentionScorer::new(
+                    schedule.attention,
+                    schedule.min_tail_ratio,
+                    cfg.num_hidden_layers,
+                );
+                (scorer, Vec::new())
+            }),
         })
     }
 }
@@ -508,12 +519,15 @@ impl Scorer for LearnedScorer {
     }
 
     fn tail_queries(&self, n: usize) -> Option<usize> {
-        (self.inputs == PredictorInputs::HiddenAndAttention)
+        (self.inputs == PredictorInputs::HiddenAndAttention || self.union.is_some())
             .then(|| self.scoring.queries(n, self.min_tail_ratio))
     }
 
     fn begin_prefill(&mut self, ids: &[u32], sentence_ends: Option<&SentenceEnds>) {
         self.window.begin_prefill(ids, sentence_ends);
+        if let Some((attention, _)) = &mut self.union {
+            attention.begin_prefill(ids, sentence_ends);
+        }
     }
 
     fn read_scores(&mut self, input: &ScoreInput) -> Result<Vec<f32>> {
@@ -531,13 +545,32 @@ impl Scorer for LearnedScorer {
                 );
             }
         }
+        if let Some((attention, raw)) = &mut self.union {
+            *raw = attention.read_scores(input)?;
+        }
         let x = predictor_input(self.inputs, &input.hidden.squeeze(0)?, input.tail_attention)?;
         let y = fc2.forward(&fc1.forward(&x)?.gelu_erf()?)?;
         Ok(y.squeeze(D::Minus1)?.to_vec1::<f32>()?)
     }
 
     fn refine(&mut self, scores: Vec<f32>, positions: Option<&[u32]>) -> Result<Vec<f32>> {
-        self.window.refine(scores, positions)
+        let learned = self.window.refine(scores, positions)?;
+        let Some((attention, raw)) = &mut self.union else {
+            return Ok(learned);
+        };
+        if raw.len() != learned.len() {
+            bail!(
+                "learned scorer: {} attention scores for {} tokens",
+                raw.len(),
+                learned.len()
+            );
+        }
+        let attention = attention.refine(std::mem::take(raw), positions)?;
+        Ok(rank01(&learned)
+            .into_iter()
+            .zip(rank01(&attention))
+            .map(|(a, b)| a.max(b))
+            .collect())
     }
 }
 
@@ -615,6 +648,7 @@ mod tests {
                 relative: 0,
                 relative_depth: 1.0,
                 question_overlap: false,
+                union: false,
             },
             0.1,
             32,
@@ -667,6 +701,7 @@ mod tests {
                 relative: 0,
                 relative_depth: 1.0,
                 question_overlap: false,
+                union: false,
             },
             0.1,
             32,
@@ -755,6 +790,7 @@ mod tests {
             relative: 5,
             relative_depth: 0.25,
             question_overlap: false,
+            union: false,
         };
         let mut s = AttentionScorer::new(scoring, 0.1, 32);
         let at = |s: &mut AttentionScorer, layer: usize, raw: &[f32], positions: &[u32]| {
@@ -808,6 +844,7 @@ mod tests {
             relative: 0,
             relative_depth: 1.0,
             question_overlap: true,
+            union: false,
         };
         // Bytes: filler "aa. ", the key sentence "kq. ", filler, then the question "kq?".
         let text = "aa. aa. kq. aa. aa. aa. kq?";
@@ -825,6 +862,7 @@ mod tests {
         let mut without = AttentionScorer::new(
             AttentionScoring {
                 question_overlap: false,
+                union: false,
                 ..scoring
             },
             0.1,
