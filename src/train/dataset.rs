@@ -221,16 +221,19 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
             dir.display()
         )
     })?;
-    let manifest: Manifest = serde_json::from_str(&text)
+    // The format first: a dataset of an older format lacks fields, and saying which format
+    // it is tells the user what to do.
+    let value: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a valid saliency manifest", path.display()))?;
-    if manifest.plan.format != FORMAT {
+    let format = value.get("format").and_then(|f| f.as_str()).unwrap_or("none");
+    if format != FORMAT {
         bail!(
-            "{} has format {:?}, this sdtp reads {FORMAT:?}; remake the dataset",
-            path.display(),
-            manifest.plan.format
+            "{} has format {format:?}, this sdtp reads {FORMAT:?}; remake the dataset with `sdtp saliency`",
+            path.display()
         );
     }
-    Ok(manifest)
+    serde_json::from_value(value)
+        .with_context(|| format!("{} is not a valid saliency manifest", path.display()))
 }
 
 /// Whether shard `index` exists, complete, for this plan.
@@ -591,6 +594,18 @@ mod tests {
             tokens: (0..len as u32).map(|t| t + 1).collect(),
             labels: SequenceLabels { loss: 0.5, stages },
         }
+    }
+
+    #[test]
+    fn a_dataset_of_the_first_format_is_named_as_such() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join(MANIFEST_FILE),
+            r#"{"format": "sdtp-saliency-1", "model": "m"}"#,
+        )?;
+        let err = read_manifest(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("sdtp-saliency-1") && err.contains("remake"), "{err}");
+        Ok(())
     }
 
     #[test]
