@@ -225,7 +225,10 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     // it is tells the user what to do.
     let value: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a valid saliency manifest", path.display()))?;
-    let format = value.get("format").and_then(|f| f.as_str()).unwrap_or("none");
+    let format = value
+        .get("format")
+        .and_then(|f| f.as_str())
+        .unwrap_or("none");
     if format != FORMAT {
         bail!(
             "{} has format {format:?}, this sdtp reads {FORMAT:?}; remake the dataset with `sdtp saliency`",
@@ -604,7 +607,10 @@ mod tests {
             r#"{"format": "sdtp-saliency-1", "model": "m"}"#,
         )?;
         let err = read_manifest(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("sdtp-saliency-1") && err.contains("remake"), "{err}");
+        assert!(
+            err.contains("sdtp-saliency-1") && err.contains("remake"),
+            "{err}"
+        );
         Ok(())
     }
 
