@@ -40,9 +40,11 @@ fn prompts(model: &LoadedModel, count: usize, max_tokens: usize) -> Vec<Vec<u32>
 }
 
 /// A lead of the oracle's best next token over its second that quantisation noise does not
-/// overturn (measured: the quantized model's last logits move by up to ~0.8 between two
-/// summation orders of the same attention, so ties within a third of that are coin flips).
-const CLEAR_MARGIN: f32 = 0.25;
+/// overturn: the quantized model's last logits move by up to ~0.8 between two summation
+/// orders of the same f32 products (measured when the CPU attention changed, and again when
+/// the f32 matmul took AVX-512 kernels: a next token flipped at a margin of 0.40), so a lead
+/// below that is a coin flip.
+const CLEAR_MARGIN: f32 = 0.8;
 
 #[test]
 fn quantized_next_tokens_agree_with_the_dequantised_oracle() {
@@ -93,7 +95,7 @@ fn quantized_next_tokens_agree_with_the_dequantised_oracle() {
         sets.len()
     );
     assert!(
-        clear >= 16,
+        clear >= 12,
         "only {clear} of 24 prompts have a clear margin"
     );
     assert!(
