@@ -102,15 +102,11 @@ fn erf(x: f64) -> f64 {
     2.0 / std::f64::consts::PI.sqrt() * sum
 }
 
-#[test]
-fn learned_scores_equal_a_hand_computed_mlp_and_drive_pruning() {
-    let tiny = common::load_tiny_model(9);
-    let cfg = tiny.model.config().clone();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny.safetensors");
-    let w = write_predictor(&path, &model_fingerprint(&cfg), &[1, 3], cfg.hidden_size);
-    let schedule = PruneSchedule {
-        name: "learned-test".into(),
+/// The learned scorer at layers 1 and 3 of the tiny model, keeping half each time, with the
+/// legacy attention settings (no pooling, sentences or carry: the scores are the MLP's own).
+fn learned_schedule(name: &str, predictor: &std::path::Path) -> PruneSchedule {
+    PruneSchedule {
+        name: name.into(),
         stages: vec![
             Stage {
                 layer: 1,
@@ -124,10 +120,20 @@ fn learned_scores_equal_a_hand_computed_mlp_and_drive_pruning() {
         min_head_tokens: 1,
         min_tail_ratio: 0.05,
         scorer: Some(ScorerKind::Learned),
-        predictor: Some(path.clone()),
-        // No pooling or carry: the scores are the MLP's own.
+        predictor: Some(predictor.to_path_buf()),
         attention: AttentionScoring::LEGACY,
-    };
+    }
+}
+
+#[test]
+fn learned_scores_equal_a_hand_computed_mlp_and_drive_pruning() {
+    let tiny = common::load_tiny_model(9);
+    let cfg = tiny.model.config().clone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.safetensors");
+    let w = write_predictor(&path, &model_fingerprint(&cfg), &[1, 3], cfg.hidden_size);
+    // No pooling or carry: the scores are the MLP's own.
+    let schedule = learned_schedule("learned-test", &path);
     let mut scorer = build_scorer(&schedule, &cfg, &Device::Cpu, 0).unwrap();
     // A hidden-only predictor asks for no attention.
     assert_eq!(scorer.tail_queries(7), None);
@@ -182,24 +188,7 @@ fn a_question_aware_predictor_reads_each_heads_attention_as_a_multiple_of_unifor
         cfg.hidden_size,
         Some(heads),
     );
-    let mut schedule = PruneSchedule {
-        name: "aware-test".into(),
-        stages: vec![
-            Stage {
-                layer: 1,
-                keep_ratio: 0.5,
-            },
-            Stage {
-                layer: 3,
-                keep_ratio: 0.5,
-            },
-        ],
-        min_head_tokens: 1,
-        min_tail_ratio: 0.05,
-        scorer: Some(ScorerKind::Learned),
-        predictor: Some(path.clone()),
-        attention: AttentionScoring::LEGACY,
-    };
+    let mut schedule = learned_schedule("aware-test", &path);
     schedule.attention.window = 4;
     let mut scorer = build_scorer(&schedule, &cfg, &Device::Cpu, 0).unwrap();
     assert_eq!(scorer.tail_queries(7), Some(4));

@@ -400,9 +400,9 @@ pub struct LearnedScorer {
     stages: BTreeMap<usize, (Linear, Linear)>,
     inputs: PredictorInputs,
     heads: usize,
+    /// Refines the learned scores as the attention scorer refines its own (and asks the
+    /// layers for the window's attention).
     window: AttentionScorer,
-    scoring: AttentionScoring,
-    min_tail_ratio: f64,
     /// With `union`: the attention scorer whose rank a token may take instead, and its raw
     /// read of the stage being scored.
     union: Option<(AttentionScorer, Vec<f32>)>,
@@ -490,25 +490,19 @@ impl LearnedScorer {
                 .with_context(|| format!("predictor {} layer {}", path.display(), stage.layer))?;
             stages.insert(stage.layer, (fc1, fc2));
         }
+        let refiner = || {
+            AttentionScorer::new(
+                schedule.attention,
+                schedule.min_tail_ratio,
+                cfg.num_hidden_layers,
+            )
+        };
         Ok(Self {
             stages,
             inputs,
             heads,
-            window: AttentionScorer::new(
-                schedule.attention,
-                schedule.min_tail_ratio,
-                cfg.num_hidden_layers,
-            ),
-            scoring: schedule.attention,
-            min_tail_ratio: schedule.min_tail_ratio,
-            union: schedule.attention.union.then(|| {
-                let scorer = AttentionScorer::new(
-                    schedule.attention,
-                    schedule.min_tail_ratio,
-                    cfg.num_hidden_layers,
-                );
-                (scorer, Vec::new())
-            }),
+            window: refiner(),
+            union: schedule.attention.union.then(|| (refiner(), Vec::new())),
         })
     }
 }
@@ -519,8 +513,11 @@ impl Scorer for LearnedScorer {
     }
 
     fn tail_queries(&self, n: usize) -> Option<usize> {
-        (self.inputs == PredictorInputs::HiddenAndAttention || self.union.is_some())
-            .then(|| self.scoring.queries(n, self.min_tail_ratio))
+        if self.inputs == PredictorInputs::HiddenAndAttention || self.union.is_some() {
+            self.window.tail_queries(n)
+        } else {
+            None
+        }
     }
 
     fn begin_prefill(&mut self, ids: &[u32], sentence_ends: Option<&SentenceEnds>) {

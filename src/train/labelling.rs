@@ -2,6 +2,7 @@
 //! dataset's plan and manifest, then every shard not yet on disk labelled with the frozen
 //! model's π̂ (a rerun with the same arguments resumes where the last one stopped).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 
@@ -15,9 +16,8 @@ use super::dataset::{
 use super::saliency::{sequence_saliency, LossSpan};
 use crate::model::config::ModelConfig;
 use crate::model::llama::Llama;
-use crate::prune::schedule::PruneSchedule;
+use crate::prune::schedule::{AttentionScoring, PruneSchedule};
 use crate::prune::scorer::model_fingerprint;
-use crate::prune::select::mandatory_tail_len;
 use crate::report::rfc3339;
 
 /// The shape of the dataset `sdtp saliency` asked for, its flags checked.
@@ -50,13 +50,14 @@ pub struct AnsweredPrompts<'a> {
     pub prompts: &'a [AnsweredPrompt],
 }
 
-/// Trailing queries whose attention a stage's inputs average over `n` prompt tokens: the
-/// schedule's window, or with window 0 its protected tail (as `AttentionScoring::queries`).
+/// Trailing queries whose attention a stage's inputs average over `n` prompt tokens: what
+/// the schedule's scoring window asks for at inference (`AttentionScoring::queries`).
 pub fn stored_tail_queries(plan: &DatasetPlan, n: usize) -> usize {
-    match plan.tail_queries {
-        0 => mandatory_tail_len(n, plan.min_tail_ratio),
-        w => w.min(n),
+    AttentionScoring {
+        window: plan.tail_queries,
+        ..AttentionScoring::default()
     }
+    .queries(n, plan.min_tail_ratio)
 }
 
 /// A corpus's documents tokenized: ids in corpus order and their tokens.
@@ -231,6 +232,8 @@ pub fn label_missing_shards(
         plan.num_shards(),
         out.display()
     );
+    let answered: HashMap<&str, &AnsweredPrompt> =
+        answered.iter().map(|p| (p.id.as_str(), p)).collect();
     let mut labelled_now = 0usize;
     for index in 0..plan.num_shards() {
         let range = plan.shard_windows(index);
@@ -247,7 +250,7 @@ pub fn label_missing_shards(
             let w = &plan.windows[window];
             // A corpus window is its own prompt, labelled by the plan's loss; an answered
             // prompt is labelled by the loss of its answer.
-            let (ids, prompt_len, span) = match answered.iter().find(|p| p.id == w.doc) {
+            let (ids, prompt_len, span) = match answered.get(w.doc.as_str()) {
                 Some(p) => (
                     [p.prompt.as_slice(), p.answer.as_slice()].concat(),
                     p.prompt.len(),

@@ -353,11 +353,11 @@ pub fn train(
             })
             .collect()
     };
-    let train_hidden = rows(train)?;
+    let train_rows = rows(train)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
     let mut mlps = Vec::with_capacity(layers.len());
     for (k, &layer) in layers.iter().enumerate() {
-        let (mean, inv_sd) = standardisation(&train_hidden, k)?;
+        let (mean, inv_sd) = standardisation(&train_rows, k)?;
         mlps.push(StageMlp::new(
             layer,
             (shape.width(), hidden_size / 4),
@@ -409,10 +409,7 @@ pub fn train(
             let (mut step_mse, mut step_rank) = (0.0, 0.0);
             for (k, mlp) in mlps.iter().enumerate() {
                 let x = Tensor::cat(
-                    &chunk
-                        .iter()
-                        .map(|&i| &train_hidden[i][k])
-                        .collect::<Vec<_>>(),
+                    &chunk.iter().map(|&i| &train_rows[i][k]).collect::<Vec<_>>(),
                     0,
                 )?;
                 let pred = mlp.forward(&x)?;

@@ -103,29 +103,23 @@ fn check_inputs(model: &Llama, ids: &[u32], layers: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// Runs the whole sequence through `model` (differentiable kernels) and returns the mean
-/// next-token cross entropy over `span`. After each layer `l` listed in `layers`, `at_stage(l, output,
-/// tail_attention)` may replace the layer's output (to tap or perturb it).
-fn sequence_loss(
+/// Runs `ids` through the first `through` layers of `model` and returns the last one's
+/// output. After each layer `l` listed in `layers` (which report the attention of their last
+/// `tail_queries` queries), `at_stage(l, output, tail_attention)` may replace the layer's
+/// output (to tap or perturb it).
+fn run_layers(
     model: &Llama,
     ids: &[u32],
-    span: LossSpan,
     layers: &[usize],
     tail_queries: Option<usize>,
+    through: usize,
     mut at_stage: impl FnMut(usize, Tensor, Option<Tensor>) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    if model.has_quantized_weights() {
-        anyhow::bail!(
-            "saliency needs gradients through the weights, which quantized matrices do not give; load the model with --weights dequantized"
-        );
-    }
-    let model = model.clone().with_kernels(Kernels::Differentiable);
-    let len = ids.len();
     let mut hidden = model.embed(ids)?;
-    let positions = model.positions((0..len as u32).collect())?;
+    let positions = model.positions((0..ids.len() as u32).collect())?;
     let mut cache = KvCache::new(model.layers().len());
     let mut stages = layers.iter().peekable();
-    for (index, layer) in model.layers().iter().enumerate() {
+    for (index, layer) in model.layers().iter().enumerate().take(through) {
         let is_stage = stages.next_if(|&&l| l == index).is_some();
         let out = DecoderLayer::forward(
             layer,
@@ -141,43 +135,59 @@ fn sequence_loss(
             out.hidden
         };
     }
-    let (first, rows) = span.rows(len);
+    Ok(hidden)
+}
+
+/// Runs the whole sequence through `model` (differentiable kernels) and returns the mean
+/// next-token cross entropy over `span`; `layers`, `tail_queries` and `at_stage` as in
+/// [`run_layers`].
+fn sequence_loss(
+    model: &Llama,
+    ids: &[u32],
+    span: LossSpan,
+    layers: &[usize],
+    tail_queries: Option<usize>,
+    at_stage: impl FnMut(usize, Tensor, Option<Tensor>) -> Result<Tensor>,
+) -> Result<Tensor> {
+    if model.has_quantized_weights() {
+        anyhow::bail!(
+            "saliency needs gradients through the weights, which quantized matrices do not give; load the model with --weights dequantized"
+        );
+    }
+    let model = model.clone().with_kernels(Kernels::Differentiable);
+    let depth = model.layers().len();
+    let hidden = run_layers(&model, ids, layers, tail_queries, depth, at_stage)?;
+    let (first, rows) = span.rows(ids.len());
     let logits = model.logits(&hidden.narrow(1, first, rows)?)?;
     let targets = Tensor::new(&ids[first + 1..first + 1 + rows], model.device())?;
     Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
 }
 
 /// The per-head tail attention (heads, len) f32 of the last `tail_queries` queries of `ids`
-/// at every layer of `layers`, from a forward pass of the model as inference runs it.
+/// at every layer of `layers`, from a forward pass of the model as inference runs it (up to
+/// the last of those layers only).
 fn stage_tail_attention(
     model: &Llama,
     ids: &[u32],
     layers: &[usize],
     tail_queries: usize,
 ) -> Result<Vec<Tensor>> {
-    let mut hidden = model.embed(ids)?;
-    let positions = model.positions((0..ids.len() as u32).collect())?;
-    let mut cache = KvCache::new(model.layers().len());
     let mut out = Vec::with_capacity(layers.len());
-    let last = layers.last().copied().unwrap_or(0);
-    for (index, layer) in model.layers().iter().enumerate().take(last + 1) {
-        let is_stage = layers.contains(&index);
-        let step = DecoderLayer::forward(
-            layer,
-            &hidden,
-            &positions,
-            model.rope(),
-            &mut cache.layers[index],
-            is_stage.then_some(tail_queries),
-        )?;
-        if is_stage {
-            match step.tail_attention {
+    let through = layers.last().map_or(0, |&l| l + 1);
+    run_layers(
+        model,
+        ids,
+        layers,
+        Some(tail_queries),
+        through,
+        |index, h, tail| {
+            match tail {
                 Some(t) => out.push(t.to_dtype(DType::F32)?),
                 None => bail!("layer {index} returned no tail attention"),
             }
-        }
-        hidden = step.hidden;
-    }
+            Ok(h)
+        },
+    )?;
     Ok(out)
 }
 
