@@ -270,13 +270,23 @@ fn splitmix(mut z: u64) -> u64 {
 /// through (the file it points to is replaced, the link stays), and a special file such as
 /// `/dev/stdout` or a pipe is written directly: renaming over it would replace the device.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |file| Ok(file.write_all(bytes)?))
+}
+
+/// [`write_atomic`] for a file written in pieces: `write` fills the open file (a temporary
+/// beside `path`, renamed over it once `write` returns Ok and the data is synced; removed
+/// on any error).
+pub fn write_atomic_with<T>(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> Result<T>,
+) -> Result<T> {
     if let Ok(meta) = std::fs::metadata(path) {
         if !meta.is_file() && !meta.is_dir() {
-            return std::fs::OpenOptions::new()
+            let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .open(path)
-                .and_then(|mut f| f.write_all(bytes))
-                .with_context(|| format!("cannot write {}", path.display()));
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            return write(&mut file).with_context(|| format!("cannot write {}", path.display()));
         }
     }
     let resolved = std::fs::canonicalize(path).ok();
@@ -288,15 +298,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
+    let attempt = || -> Result<T> {
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
+        let value = write(&mut file)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        Ok(value)
     };
-    write().map_err(|e| {
+    attempt().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        anyhow::anyhow!("cannot write {}: {e}", path.display())
+        anyhow::anyhow!("cannot write {}: {e:#}", path.display())
     })
 }
 

@@ -1,4 +1,4 @@
-//! `sdtp profile end2end|prefill|plot|prompt`: argument checks, wiring to
+//! `sdtp profile end2end|prefill|plot|prompt|synthetic-gguf`: argument checks, wiring to
 //! `sdtp::profile`, and where the report goes (stdout, `--json`, `--csv`).
 
 use std::path::PathBuf;
@@ -13,6 +13,10 @@ use sdtp::corpus::SHIPPED_TEXT_PATH;
 use sdtp::device::{copy_probe_bytes, copy_rate_bytes_per_s};
 use sdtp::model::config::ModelConfig;
 use sdtp::model::load::{read_config, ModelSource};
+use sdtp::model::quant::SyntheticQuant;
+use sdtp::model::synthetic_gguf::{
+    check_exportable, write_synthetic_gguf as write_synthetic_gguf_to,
+};
 use sdtp::profile::harness::{self, HarnessConfig, ProfileKind, Sinks};
 use sdtp::profile::memory::PeakMemory;
 use sdtp::profile::prompt::PromptSource;
@@ -23,7 +27,7 @@ use sdtp::profile::table::{render_markdown, render_table, Format};
 use sdtp::profile::{plot, report};
 use sdtp::prune::schedule::PruneSchedule;
 use sdtp::prune_log::{new_run_id, PruneLog};
-use sdtp::report::{write_atomic, Contender, RunInfo};
+use sdtp::report::{write_atomic, write_atomic_with, Contender, RunInfo};
 
 #[derive(Args, Debug)]
 pub struct ProfileArgs {
@@ -44,6 +48,10 @@ pub enum ProfileCommand {
     /// Print the text of the first N tokens of the shipped benchmark text (a prompt file
     /// for `sdtp generate`).
     Prompt(PromptArgs),
+    /// Write a synthetic model (random quantized weights of a published shape) as a GGUF
+    /// file, so that another runner (llama.cpp's llama-bench) is timed on the very weights
+    /// sdtp runs; sdtp loads the file back as the same model.
+    SyntheticGguf(SyntheticGgufArgs),
 }
 
 #[derive(Args, Debug)]
@@ -103,6 +111,24 @@ pub struct PromptArgs {
     pub length: usize,
 }
 
+#[derive(Args, Debug)]
+pub struct SyntheticGgufArgs {
+    /// synthetic:<preset> with a llama-architecture shape (llama2-7b, llama3-8b, mistral-7b,
+    /// smollm2-135m, tiny).
+    #[arg(long)]
+    pub model: String,
+    /// Block type of the matrices: q4_0, q8_0 or q4_k.
+    #[arg(long)]
+    pub quant: String,
+    /// Seed of the random blocks (the same --seed gives the same weights as
+    /// `--model synthetic:<preset> --quant <type>`).
+    #[arg(long, default_value_t = 299_792_458)]
+    pub seed: u64,
+    /// The GGUF file to write (replaced whole once complete).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 pub fn run(args: ProfileArgs) -> Result<()> {
     match args.command {
         ProfileCommand::End2end(run_args) => {
@@ -120,6 +146,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         }
         ProfileCommand::Plot(plot_args) => plot_report(plot_args),
         ProfileCommand::Prompt(prompt_args) => print_prompt(prompt_args),
+        ProfileCommand::SyntheticGguf(gguf_args) => write_synthetic_gguf(gguf_args),
     }
 }
 
@@ -366,5 +393,34 @@ fn print_prompt(args: PromptArgs) -> Result<()> {
         );
     }
     print!("{text}");
+    Ok(())
+}
+
+fn write_synthetic_gguf(args: SyntheticGgufArgs) -> Result<()> {
+    let Some(preset) = args.model.strip_prefix("synthetic:") else {
+        bail!(
+            "--model {}: `sdtp profile synthetic-gguf` writes synthetic models only; name one as synthetic:<preset>",
+            args.model
+        );
+    };
+    let SyntheticQuant(quant) = args.quant.parse()?;
+    check_exportable(preset, quant)?;
+    if args.out.is_dir() {
+        bail!(
+            "--out {} is a folder; give the path of the .gguf file to write",
+            args.out.display()
+        );
+    }
+    let written = write_atomic_with(&args.out, |file| {
+        write_synthetic_gguf_to(preset, quant, args.seed, file)
+    })?;
+    eprintln!(
+        "wrote {} ({} tensors, {:.2} GB): synthetic:{preset} --quant {} --seed {}",
+        args.out.display(),
+        written.tensors,
+        written.bytes as f64 / 1e9,
+        args.quant.to_ascii_lowercase(),
+        args.seed
+    );
     Ok(())
 }

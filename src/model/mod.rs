@@ -12,7 +12,8 @@
 //!   explicit positions, [`cpu_attention`] (the CPU's tiled causal attention), [`fused`]
 //!   CPU/CUDA kernels, `flash`/`cudnn` attention on CUDA,
 //!   `decode_attention` (the decode step with its lengths on the device), and
-//!   [`kernels`], the leaf switch between fused and differentiable kernels they all read.
+//!   [`kernels`], the leaf switch between fused and differentiable kernels they all read;
+//! - [`synthetic_gguf`]: a synthetic model written as a GGUF file, for peers to run.
 
 pub mod attention;
 pub mod cache;
@@ -34,6 +35,7 @@ pub mod load;
 pub mod proj;
 pub mod quant;
 pub mod rope;
+pub mod synthetic_gguf;
 pub mod text;
 pub mod tokenizer;
 pub mod weights;
