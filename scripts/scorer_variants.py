@@ -16,6 +16,7 @@ scorer setting. Usage:
   and agreement on the dev seed;
 - question: the default with `question_overlap = true`, run on RULER, passkey and agreement
   on the dev seed against the presets;
+- components: the default and one setting changed at a time (8K passkey losses);
 - cost: the default, the default with early relative ranks and the bare score read, for
   `sdtp profile prefill` (with the report grid's random contender: the scorer's own time);
 - report: for each keep ratio, the preset itself (keepNN, whose [attention] is the chosen
@@ -88,6 +89,17 @@ GRIDS = {
         (32, "max", 15, 1.0, True),
         (32, "max", 15, 1.0, True, 255, 0.34),
         (32, "max", 1, 0.0, False),
+    ],
+    # the preset default and one component changed at a time: which part of the attention
+    # scorer loses 8K passkeys whose key it keeps (depth 0.75)
+    "components": [
+        (32, "max", 15, 1.0, True, 0, 1.0, True),
+        (32, "max", 15, 1.0, False, 0, 1.0, True),
+        (32, "max", 1, 1.0, True, 0, 1.0, True),
+        (128, "max", 15, 1.0, True, 0, 1.0, True),
+        (32, "max", 15, 0.0, True, 0, 1.0, True),
+        (32, "mean", 15, 1.0, True, 0, 1.0, True),
+        (32, "max", 15, 1.0, True, 255, 0.34, True),
     ],
     "finalists": [
         LEGACY,
