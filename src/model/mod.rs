@@ -9,7 +9,8 @@
 //! - [`llama`]: embeddings, decoder layers (`attend`, then `feed_forward`), norm and lm_head;
 //!   [`cache`]: the per-layer K/V of exactly the tokens each layer saw;
 //! - the ops: [`attention`] (with the tail scores the attention scorer reads), [`rope`] at
-//!   explicit positions, [`cpu_attention`] (the CPU's tiled causal attention), [`fused`]
+//!   explicit positions, [`cpu_attention`] (the CPU's tiled causal attention), [`cpu_qmatmul`]
+//!   (q4_0/q8_0 products on AVX-512 VNNI), [`fused`]
 //!   CPU/CUDA kernels, `flash`/`cudnn` attention on CUDA,
 //!   `decode_attention` (the decode step with its lengths on the device), and
 //!   [`kernels`], the leaf switch between fused and differentiable kernels they all read;
@@ -19,6 +20,7 @@ pub mod attention;
 pub mod cache;
 pub mod config;
 pub mod cpu_attention;
+pub mod cpu_qmatmul;
 #[cfg(feature = "cuda")]
 mod cuda_kernels;
 #[cfg(feature = "cuda")]

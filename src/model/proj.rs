@@ -33,6 +33,27 @@ pub enum Proj {
 /// never held twice. Decode (one row) always runs on the blocks.
 pub const EXPAND_FROM_ROWS: usize = 32;
 
+/// The same for a CPU matrix of more than [`LARGE_MATRIX_F32_BYTES`] when
+/// `cpu_qmatmul` multiplies its blocks: expanding a 7–8B model's matrices costs a fixed ~34 s
+/// a prefill (8B q4_0, all matrices, 2 cores) and the VNNI kernel ~0.28 s a row, so the
+/// blocks win up to ~190 rows (measured: 64 rows 18.1 s on the blocks against 40.9 s
+/// expanded, 128 rows 36.2 s against 48.0 s). SmolLM2's small matrices keep
+/// [`EXPAND_FROM_ROWS`] (64 rows: 778 ms on the blocks, 536 ms expanded).
+pub const EXPAND_FROM_ROWS_LARGE: usize = 192;
+/// A matrix is large when its f32 expansion would not fit the last-level cache of a
+/// desktop or small server CPU.
+pub const LARGE_MATRIX_F32_BYTES: usize = 32 << 20;
+
+/// Input rows from which `q` is multiplied expanded rather than on its blocks.
+fn expand_from_rows(q: &candle_core::quantized::QTensor, device: &Device) -> usize {
+    let large = q.shape().elem_count() * 4 > LARGE_MATRIX_F32_BYTES;
+    if device.is_cpu() && large && super::cpu_qmatmul::applies_to(q) {
+        EXPAND_FROM_ROWS_LARGE
+    } else {
+        EXPAND_FROM_ROWS
+    }
+}
+
 impl Proj {
     /// `blocks` placed on `device` in the type they are multiplied as there
     /// (`quant::place`), remembering the type the file stored.
@@ -143,22 +164,19 @@ impl Module for Proj {
                 let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
                 let y = match matmul {
                     QMatMul::QTensor(q)
-                        if rows >= EXPAND_FROM_ROWS && (x.device().is_cuda() || !tiled) =>
+                        if rows >= expand_from_rows(q, x.device())
+                            && (x.device().is_cuda() || !tiled) =>
                     {
                         expanded_matmul(q, x)?
                     }
-                    _ => {
-                        // candle's quantized matmul wants a contiguous input; its kernels
-                        // take f32/f16/bf16, so only f64 needs a detour.
+                    QMatMul::QTensor(q) if !tiled && super::cpu_qmatmul::applies_to(q) => {
                         let x = x.contiguous()?;
-                        if x.dtype() == DType::F64 {
-                            matmul
-                                .forward(&x.to_dtype(DType::F32)?)?
-                                .to_dtype(DType::F64)?
-                        } else {
-                            matmul.forward(&x)?
+                        match super::cpu_qmatmul::matmul(&x, q)? {
+                            Some(y) => y,
+                            None => quantized_forward(matmul, &x)?,
                         }
                     }
+                    _ => quantized_forward(matmul, &x.contiguous()?)?,
                 };
                 match bias {
                     Some(b) => y.broadcast_add(b),
@@ -166,5 +184,17 @@ impl Module for Proj {
                 }
             }
         }
+    }
+}
+
+/// candle's quantized matmul of a contiguous input: its kernels take f32/f16/bf16, so only
+/// f64 needs a detour.
+fn quantized_forward(matmul: &QMatMul, x: &Tensor) -> Result<Tensor> {
+    if x.dtype() == DType::F64 {
+        matmul
+            .forward(&x.to_dtype(DType::F32)?)?
+            .to_dtype(DType::F64)
+    } else {
+        matmul.forward(x)
     }
 }
