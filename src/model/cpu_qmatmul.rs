@@ -99,8 +99,10 @@ fn multiply(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
     let acts = Activations::quantize(&xs, k);
     let weights = q.data()?;
     let out = products(kind, &weights, n, k, &acts, m);
+    // x.dim(Minus1) succeeded above, so x has a last dimension to replace.
     let mut dims = x.dims().to_vec();
-    *dims.last_mut().expect("x has a last dimension") = n;
+    dims.pop();
+    dims.push(n);
     Tensor::from_vec(out, dims, &Device::Cpu).map(Some)
 }
 
@@ -113,8 +115,8 @@ enum Kind {
 impl Kind {
     fn block_bytes(self) -> usize {
         match self {
-            Self::Q4_0 => 2 + QK / 2,
-            Self::Q8_0 => 2 + QK,
+            Self::Q4_0 => GgmlDType::Q4_0.type_size(),
+            Self::Q8_0 => GgmlDType::Q8_0.type_size(),
         }
     }
 }

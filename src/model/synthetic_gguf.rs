@@ -17,7 +17,7 @@ use candle_core::{Device, Tensor};
 
 use super::config::{Architecture, ModelConfig};
 use super::quant::{check_block_widths, rope_source_row, type_name, HostBlocks, QuantSource};
-use super::weights::SyntheticQuantWeights;
+use super::weights::{hf_to_gguf_name, SyntheticQuantWeights};
 
 /// The id of the one control token (BOS and EOS): right after the 256 byte tokens.
 const CONTROL_ID: usize = 256;
@@ -84,76 +84,72 @@ pub fn write_synthetic_gguf(
     })
 }
 
-/// Every tensor of the model under its llama.cpp name, in the order llama.cpp's converter
-/// writes them.
+/// Every tensor of the model under its llama.cpp name (the loader's own HF ↔ GGUF map), in
+/// the order llama.cpp's converter writes them.
 fn tensors(config: &ModelConfig, source: &SyntheticQuantWeights) -> Result<Vec<(String, QTensor)>> {
     let h = config.hidden_size;
     let q_rows = config.num_attention_heads * config.head_dim;
     let kv_rows = config.num_key_value_heads * config.head_dim;
     let i = config.intermediate_size;
-    let norm = || -> Result<QTensor> {
-        let ones = Tensor::ones(h, candle_core::DType::F32, &Device::Cpu)?;
-        Ok(QTensor::quantize(&ones, GgmlDType::F32)?)
-    };
-    let matrix =
-        |hf: &str, rows: usize, cols: usize, rope_heads: Option<usize>| -> Result<QTensor> {
-            let blocks = source
-                .blocks(hf, rows, cols)?
-                .with_context(|| format!("no random blocks for {hf}"))?;
-            let blocks = match rope_heads {
-                Some(heads) => to_llama_cpp_rope_order(&blocks, rows / heads),
-                None => blocks,
-            };
-            Ok(blocks.to_qtensor(&Device::Cpu)?)
-        };
-    let mut out = vec![(
-        "token_embd.weight".to_string(),
-        matrix("model.embed_tokens.weight", config.vocab_size, h, None)?,
+    // (HF name, rows, cols, heads whose rows RoPE pairs); rows 0 = a norm of width `h`.
+    let mut specs: Vec<(String, usize, usize, Option<usize>)> = vec![(
+        "model.embed_tokens.weight".into(),
+        config.vocab_size,
+        h,
+        None,
     )];
     for l in 0..config.num_hidden_layers {
-        let hf = |s: &str| format!("model.layers.{l}.{s}");
-        let blk = |s: &str| format!("blk.{l}.{s}");
-        out.push((blk("attn_norm.weight"), norm()?));
-        let heads = Some(config.num_attention_heads);
-        let kv_heads = Some(config.num_key_value_heads);
-        out.push((
-            blk("attn_q.weight"),
-            matrix(&hf("self_attn.q_proj.weight"), q_rows, h, heads)?,
-        ));
-        out.push((
-            blk("attn_k.weight"),
-            matrix(&hf("self_attn.k_proj.weight"), kv_rows, h, kv_heads)?,
-        ));
-        out.push((
-            blk("attn_v.weight"),
-            matrix(&hf("self_attn.v_proj.weight"), kv_rows, h, None)?,
-        ));
-        out.push((
-            blk("attn_output.weight"),
-            matrix(&hf("self_attn.o_proj.weight"), h, q_rows, None)?,
-        ));
-        out.push((blk("ffn_norm.weight"), norm()?));
-        out.push((
-            blk("ffn_gate.weight"),
-            matrix(&hf("mlp.gate_proj.weight"), i, h, None)?,
-        ));
-        out.push((
-            blk("ffn_up.weight"),
-            matrix(&hf("mlp.up_proj.weight"), i, h, None)?,
-        ));
-        out.push((
-            blk("ffn_down.weight"),
-            matrix(&hf("mlp.down_proj.weight"), h, i, None)?,
-        ));
+        let layer = [
+            ("input_layernorm.weight", 0, 0, None),
+            (
+                "self_attn.q_proj.weight",
+                q_rows,
+                h,
+                Some(config.num_attention_heads),
+            ),
+            (
+                "self_attn.k_proj.weight",
+                kv_rows,
+                h,
+                Some(config.num_key_value_heads),
+            ),
+            ("self_attn.v_proj.weight", kv_rows, h, None),
+            ("self_attn.o_proj.weight", h, q_rows, None),
+            ("post_attention_layernorm.weight", 0, 0, None),
+            ("mlp.gate_proj.weight", i, h, None),
+            ("mlp.up_proj.weight", i, h, None),
+            ("mlp.down_proj.weight", h, i, None),
+        ];
+        specs.extend(
+            layer
+                .into_iter()
+                .map(|(name, r, c, heads)| (format!("model.layers.{l}.{name}"), r, c, heads)),
+        );
     }
-    out.push(("output_norm.weight".to_string(), norm()?));
+    specs.push(("model.norm.weight".into(), 0, 0, None));
     if !config.tie_word_embeddings {
-        out.push((
-            "output.weight".to_string(),
-            matrix("lm_head.weight", config.vocab_size, h, None)?,
-        ));
+        specs.push(("lm_head.weight".into(), config.vocab_size, h, None));
     }
-    Ok(out)
+    specs
+        .into_iter()
+        .map(|(hf, rows, cols, rope_heads)| {
+            let gguf = hf_to_gguf_name(&hf).with_context(|| format!("no GGUF name for {hf}"))?;
+            let tensor = if rows == 0 {
+                let ones = Tensor::ones(h, candle_core::DType::F32, &Device::Cpu)?;
+                QTensor::quantize(&ones, GgmlDType::F32)?
+            } else {
+                let blocks = source
+                    .blocks(&hf, rows, cols)?
+                    .with_context(|| format!("no random blocks for {hf}"))?;
+                let blocks = match rope_heads {
+                    Some(heads) => to_llama_cpp_rope_order(&blocks, rows / heads),
+                    None => blocks,
+                };
+                blocks.to_qtensor(&Device::Cpu)?
+            };
+            Ok((gguf, tensor))
+        })
+        .collect()
 }
 
 /// HF row order → llama.cpp's: the inverse of the map the loader applies
@@ -246,7 +242,8 @@ fn byte_symbol(b: u8) -> char {
         return char::from(b);
     }
     let rank = (0..b).filter(|&c| !printable(c)).count() as u32;
-    char::from_u32(256 + rank).expect("code points 256..=323 are valid")
+    // 256 + rank ≤ 323: always a valid scalar value.
+    char::from_u32(256 + rank).unwrap_or(char::REPLACEMENT_CHARACTER)
 }
 
 #[cfg(test)]

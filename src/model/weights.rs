@@ -184,7 +184,7 @@ const GLOBAL_NAMES: &[(&str, &str)] = &[
     ("lm_head.weight", "output.weight"),
 ];
 
-fn hf_to_gguf_name(hf: &str) -> Option<String> {
+pub(crate) fn hf_to_gguf_name(hf: &str) -> Option<String> {
     if let Some((_, g)) = GLOBAL_NAMES.iter().find(|(h, _)| *h == hf) {
         return Some(g.to_string());
     }
