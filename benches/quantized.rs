@@ -46,7 +46,12 @@ fn cases() -> Vec<Case> {
             if k % dtype.block_size() != 0 {
                 continue;
             }
-            for m in [1, 32, 512] {
+            let rows: &[usize] = if n == 4096 {
+                &[1, 4, 8, 16, 32, 512]
+            } else {
+                &[1, 32, 512]
+            };
+            for &m in rows {
                 cases.push(Case { dtype, n, k, m });
             }
         }
@@ -76,4 +81,18 @@ fn expanded(bencher: Bencher, case: Case) {
         x.broadcast_matmul(&w.t().expect("transpose"))
             .expect("matmul")
     });
+}
+
+/// sdtp's GEMM on slabs it expands on AVX-512 (`model::cpu_dequant`), where it applies.
+#[divan::bench(args = cases(), sample_count = 10)]
+fn expanded_sdtp(bencher: Bencher, case: Case) {
+    let (q, x) = inputs(case);
+    bencher.bench_local(|| sdtp::model::cpu_dequant::matmul(&x, &q).expect("matmul"));
+}
+
+/// sdtp's VNNI kernel on the blocks (`model::cpu_qmatmul`), where it applies.
+#[divan::bench(args = cases(), sample_count = 10)]
+fn blocks_sdtp(bencher: Bencher, case: Case) {
+    let (q, x) = inputs(case);
+    bencher.bench_local(|| sdtp::model::cpu_qmatmul::matmul(&x, &q).expect("matmul"));
 }

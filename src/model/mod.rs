@@ -20,6 +20,7 @@ pub mod attention;
 pub mod cache;
 pub mod config;
 pub mod cpu_attention;
+pub mod cpu_dequant;
 pub mod cpu_qmatmul;
 #[cfg(feature = "cuda")]
 mod cuda_kernels;

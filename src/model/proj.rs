@@ -30,29 +30,10 @@ pub enum Proj {
 /// take 3.6× the time of cuBLAS bf16 for an 8B model's 4096-token prefill on the H200 (382 ms
 /// against 107 ms); expanding costs one read of the blocks and one write of the bf16 matrix,
 /// a few percent of that. The expansion is transient: one matrix at a time, so the model is
-/// never held twice. Decode (one row) always runs on the blocks.
+/// never held twice. Decode (one row) always runs on the blocks. CPU q4_0/q8_0 on AVX-512
+/// (`cpu_dequant` against `cpu_qmatmul`, `cargo bench --bench quantized -- "q4_0 4096"`): 32
+/// rows 17.7 ms expanded against 17.5 ms on the blocks, 512 rows 88 ms against 293 ms.
 pub const EXPAND_FROM_ROWS: usize = 32;
-
-/// The same for a CPU matrix of more than [`LARGE_MATRIX_F32_BYTES`] when
-/// `cpu_qmatmul` multiplies its blocks: expanding a 7–8B model's matrices costs a fixed ~34 s
-/// a prefill (8B q4_0, all matrices, 2 cores) and the VNNI kernel ~0.28 s a row, so the
-/// blocks win up to ~190 rows (measured: 64 rows 18.1 s on the blocks against 40.9 s
-/// expanded, 128 rows 36.2 s against 48.0 s). SmolLM2's small matrices keep
-/// [`EXPAND_FROM_ROWS`] (64 rows: 778 ms on the blocks, 536 ms expanded).
-pub const EXPAND_FROM_ROWS_LARGE: usize = 192;
-/// A matrix is large when its f32 expansion would not fit the last-level cache of a
-/// desktop or small server CPU.
-pub const LARGE_MATRIX_F32_BYTES: usize = 32 << 20;
-
-/// Input rows from which `q` is multiplied expanded rather than on its blocks.
-fn expand_from_rows(q: &candle_core::quantized::QTensor, device: &Device) -> usize {
-    let large = q.shape().elem_count() * 4 > LARGE_MATRIX_F32_BYTES;
-    if device.is_cpu() && large && super::cpu_qmatmul::applies_to(q) {
-        EXPAND_FROM_ROWS_LARGE
-    } else {
-        EXPAND_FROM_ROWS
-    }
-}
 
 impl Proj {
     /// `blocks` placed on `device` in the type they are multiplied as there
@@ -123,12 +104,15 @@ fn expanded_matmul(q: &candle_core::quantized::QTensor, x: &Tensor) -> Result<Te
     let device = x.device();
     let (n, k) = q.shape().dims2()?;
     let slab_rows = (EXPAND_SLAB_BYTES / (4 * k.max(1))).max(16);
-    if device.is_cuda() || slab_rows >= n {
+    if device.is_cuda() {
         let w = q.dequantize(device)?.to_dtype(x.dtype())?;
         return x.broadcast_matmul(&w.t()?);
     }
+    if let Some(y) = super::cpu_dequant::matmul(&x.contiguous()?, q)? {
+        return Ok(y);
+    }
     let bytes = q.data()?;
-    let row_bytes = bytes.len() / n;
+    let row_bytes = bytes.len() / n.max(1);
     let mut parts = Vec::with_capacity(n.div_ceil(slab_rows));
     for start in (0..n).step_by(slab_rows) {
         let end = n.min(start + slab_rows);
@@ -137,10 +121,11 @@ fn expanded_matmul(q: &candle_core::quantized::QTensor, x: &Tensor) -> Result<Te
             device,
             q.dtype(),
         )?;
-        let w = candle_core::quantized::QTensor::new(slab, (end - start, k))?
-            .dequantize(device)?
-            .to_dtype(x.dtype())?;
-        parts.push(x.broadcast_matmul(&w.t()?)?);
+        let w = candle_core::quantized::QTensor::new(slab, (end - start, k))?.dequantize(device)?;
+        parts.push(x.broadcast_matmul(&w.to_dtype(x.dtype())?.t()?)?);
+    }
+    if parts.len() == 1 {
+        return Ok(parts.remove(0));
     }
     Tensor::cat(&parts, candle_core::D::Minus1)
 }
@@ -164,8 +149,7 @@ impl Module for Proj {
                 let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
                 let y = match matmul {
                     QMatMul::QTensor(q)
-                        if rows >= expand_from_rows(q, x.device())
-                            && (x.device().is_cuda() || !tiled) =>
+                        if rows >= EXPAND_FROM_ROWS && (x.device().is_cuda() || !tiled) =>
                     {
                         expanded_matmul(q, x)?
                     }
