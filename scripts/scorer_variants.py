@@ -17,6 +17,7 @@ scorer setting. Usage:
 - question: the default with `question_overlap = true`, run on RULER, passkey and agreement
   on the dev seed against the presets;
 - components: the default and one setting changed at a time (8K passkey losses);
+- first: the default and the relative rank at the first stage only, at three widths;
 - cost: the default, the default with early relative ranks and the bare score read, for
   `sdtp profile prefill` (with the report grid's random contender: the scorer's own time);
 - report: for each keep ratio, the preset itself (keepNN, whose [attention] is the chosen
@@ -100,6 +101,15 @@ GRIDS = {
         (32, "max", 15, 0.0, True, 0, 1.0, True),
         (32, "mean", 15, 1.0, True, 0, 1.0, True),
         (32, "max", 15, 1.0, True, 255, 0.34, True),
+    ],
+    # the preset default and the relative rank at the first stage only (a 30/32-layer model's
+    # layer 4 is under 15% of the depth): the 8K passkeys lost at depth 0.75 follow a hole the
+    # first stage cuts in the haystack (docs/fidelity.md)
+    "first": [
+        (32, "max", 15, 1.0, True, 0, 1.0, True),
+        (32, "max", 15, 1.0, True, 255, 0.15, True),
+        (32, "max", 15, 1.0, True, 127, 0.15, True),
+        (32, "max", 15, 1.0, True, 511, 0.15, True),
     ],
     "finalists": [
         LEGACY,

@@ -180,8 +180,12 @@ impl Default for AttentionScoring {
             pool: 15,
             carry: 1.0,
             sentences: true,
-            relative: 0,
-            relative_depth: 1.0,
+            // The first stage only (layer 4 of 30–32 is under 15% of the depth): it decides on
+            // the weakest attention and, ranking globally, cut a hole of ~600 filler tokens in
+            // 8K passkey prompts that lost the key (docs/fidelity.md, "A hole at the first
+            // stage").
+            relative: 127,
+            relative_depth: 0.15,
             question_overlap: true,
             union: false,
         }
@@ -940,8 +944,8 @@ mod tests {
                 pool: 7,
                 carry: 0.5,
                 sentences: true,
-                relative: 0,
-                relative_depth: 1.0,
+                relative: 127,
+                relative_depth: 0.15,
                 question_overlap: true,
                 union: false,
             }
