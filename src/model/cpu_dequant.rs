@@ -9,7 +9,7 @@
 //! (a test holds it to that).
 
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
@@ -40,18 +40,11 @@ pub fn matmul(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
 
 /// [`matmul`] without the size gate.
 fn multiply(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
+    let Some((n, k)) = super::cpu_qmatmul::operands(x, q)? else {
+        return Ok(None);
+    };
     let dtype = q.dtype();
-    if !matches!(dtype, GgmlDType::Q4_0 | GgmlDType::Q8_0) || !super::cpu_qmatmul::available() {
-        return Ok(None);
-    }
     let block_bytes = dtype.type_size();
-    if !x.device().is_cpu() || x.dtype() != DType::F32 {
-        return Ok(None);
-    }
-    let (n, k) = q.shape().dims2()?;
-    if k == 0 || !k.is_multiple_of(QK) || x.dim(candle_core::D::Minus1)? != k {
-        return Ok(None);
-    }
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
     let m = xs.len() / k;
     let bytes = q.data()?;
@@ -156,8 +149,7 @@ mod x86 {
     #[inline]
     #[target_feature(enable = "avx512f,f16c,avx2")]
     unsafe fn scale(block: *const u8) -> __m512 {
-        let bits = unsafe { std::ptr::read_unaligned(block as *const u16) };
-        _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))))
+        _mm512_set1_ps(unsafe { crate::model::cpu_qmatmul::x86::scale(block) })
     }
 
     /// # Safety
@@ -254,18 +246,14 @@ mod tests {
                 let dense = q.dequantize(&Device::Cpu).unwrap();
                 let theirs = x.broadcast_matmul(&dense.t().unwrap()).unwrap();
                 assert_eq!(ours.dims(), theirs.dims());
-                let worst = (ours - &theirs)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                let scale = theirs.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-                let scale = scale.to_scalar::<f32>().unwrap();
+                let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let (a, b) = (flat(&ours), flat(&theirs));
+                let worst = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                let scale = b.iter().map(|y| y.abs()).fold(0f32, f32::max);
                 assert!(
                     worst <= 1e-5 * scale,
                     "{dtype:?} ({m}, {n}, {k}): off by {worst}"

@@ -82,18 +82,13 @@ pub fn matmul(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
 
 /// [`matmul`] without the size gate (the kernel itself, for any q4_0/q8_0 matrix).
 fn multiply(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
+    let Some((n, k)) = operands(x, q)? else {
+        return Ok(None);
+    };
     let kind = match q.dtype() {
         GgmlDType::Q4_0 => Kind::Q4_0,
-        GgmlDType::Q8_0 => Kind::Q8_0,
-        _ => return Ok(None),
+        _ => Kind::Q8_0,
     };
-    if !x.device().is_cpu() || x.dtype() != DType::F32 || !available() {
-        return Ok(None);
-    }
-    let (n, k) = q.shape().dims2()?;
-    if k == 0 || !k.is_multiple_of(QK) || x.dim(candle_core::D::Minus1)? != k {
-        return Ok(None);
-    }
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
     let m = xs.len() / k;
     let acts = Activations::quantize(&xs, k);
@@ -104,6 +99,24 @@ fn multiply(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
     dims.pop();
     dims.push(n);
     Tensor::from_vec(out, dims, &Device::Cpu).map(Some)
+}
+
+/// The (n, k) of `q` where this CPU's AVX-512 kernels (this module's and `cpu_dequant`'s) can
+/// multiply f32 `x` by it: a q4_0/q8_0 matrix, `x` on the CPU in f32 with k columns, k a whole
+/// number of blocks. `None` sends the caller to candle's path.
+pub(super) fn operands(x: &Tensor, q: &QTensor) -> Result<Option<(usize, usize)>> {
+    if !matches!(q.dtype(), GgmlDType::Q4_0 | GgmlDType::Q8_0)
+        || !x.device().is_cpu()
+        || x.dtype() != DType::F32
+        || !available()
+    {
+        return Ok(None);
+    }
+    let (n, k) = q.shape().dims2()?;
+    if k == 0 || !k.is_multiple_of(QK) || x.dim(candle_core::D::Minus1)? != k {
+        return Ok(None);
+    }
+    Ok(Some((n, k)))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -233,7 +246,7 @@ fn dot_rows(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     use super::QK;
@@ -241,7 +254,7 @@ mod x86 {
     /// An f16 scale, read unaligned from a block, as f32 (F16C, exact).
     #[inline]
     #[target_feature(enable = "f16c,avx2")]
-    unsafe fn scale(block: *const u8) -> f32 {
+    pub(in crate::model) unsafe fn scale(block: *const u8) -> f32 {
         let bits = unsafe { std::ptr::read_unaligned(block as *const u16) };
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
     }
