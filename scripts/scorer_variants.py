@@ -18,6 +18,8 @@ scorer setting. Usage:
   on the dev seed against the presets;
 - components: the default and one setting changed at a time (8K passkey losses);
 - first: the default and the relative rank at the first stage only, at three widths;
+- tokens: the default against tokens ranked alone (no whole sentences) at pools 7, 15 and 31,
+  the question overlap still a whole sentence's floor;
 - cost: the default, the default with early relative ranks and the bare score read, for
   `sdtp profile prefill` (with the report grid's random contender: the scorer's own time);
 - report: for each keep ratio, the preset itself (keepNN, whose [attention] is the chosen
@@ -110,6 +112,15 @@ GRIDS = {
         (32, "max", 15, 1.0, True, 255, 0.15, True),
         (32, "max", 15, 1.0, True, 127, 0.15, True),
         (32, "max", 15, 1.0, True, 511, 0.15, True),
+    ],
+    # the preset default against tokens ranked alone (`sentences = false`) at three pool
+    # widths, the question overlap still floored by whole sentences: whole sentences cost the
+    # agreement KL (a sentence kept whole spends budget single tokens elsewhere used)
+    "tokens": [
+        (32, "max", 15, 1.0, True, 127, 0.15, True),
+        (32, "max", 7, 1.0, False, 127, 0.15, True),
+        (32, "max", 15, 1.0, False, 127, 0.15, True),
+        (32, "max", 31, 1.0, False, 127, 0.15, True),
     ],
     "finalists": [
         LEGACY,

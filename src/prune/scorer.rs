@@ -89,8 +89,8 @@ pub struct AttentionScorer {
     /// Carried score (a rank in [0, 1]) of each original position seen at an earlier stage
     /// of this prefill, indexed by position (0 where none yet).
     carried: Vec<f32>,
-    /// The sentence of each original position of this prefill's prompt; empty when
-    /// `sentences` is off or the model's sentence ends are unknown.
+    /// The sentence of each original position of this prefill's prompt; empty when neither
+    /// `sentences` nor `question_overlap` is on, or the model's sentence ends are unknown.
     sentence_of: Vec<u32>,
     /// With `question_overlap`, the share of the question each original position's sentence
     /// spells out; empty otherwise.
@@ -136,7 +136,11 @@ impl Scorer for AttentionScorer {
         self.carried.clear();
         self.carried.resize(ids.len(), 0.0);
         self.sentence_of = match sentence_ends {
-            Some(ends) if self.scoring.sentences => ends.sentence_ids(ids, SENTENCE_MAX_TOKENS),
+            // The question overlap is a sentence's share whether or not whole sentences rank
+            // together.
+            Some(ends) if self.scoring.sentences || self.scoring.question_overlap => {
+                ends.sentence_ids(ids, SENTENCE_MAX_TOKENS)
+            }
             _ => Vec::new(),
         };
         self.overlap = if self.scoring.question_overlap {
@@ -178,14 +182,17 @@ impl Scorer for AttentionScorer {
             0 | 1 => scores.to_vec(),
             width => max_pool(scores, width),
         };
-        // The sentence of each current token, looked up by its original position.
-        let sentences = positions.and_then(|positions| {
-            positions
-                .iter()
-                .map(|&p| self.sentence_of.get(p as usize).copied())
-                .collect::<Option<Vec<u32>>>()
-                .filter(|s| !s.is_empty())
-        });
+        // The sentence of each current token, looked up by its original position, where
+        // whole sentences rank together.
+        let sentences = positions
+            .filter(|_| self.scoring.sentences)
+            .and_then(|positions| {
+                positions
+                    .iter()
+                    .map(|&p| self.sentence_of.get(p as usize).copied())
+                    .collect::<Option<Vec<u32>>>()
+                    .filter(|s| !s.is_empty())
+            });
         // Whole sentences: every token of a sentence takes the best pooled score in it, so
         // the sentence is kept or dropped as one (a peak pooled in from the sentence before
         // would otherwise rank the sentence's head above its tail, and a later stage would
@@ -873,5 +880,36 @@ mod tests {
         assert_eq!(plain[9], plain[1], "{plain:?}");
         // Never below the plain rank.
         assert!(out.iter().zip(&plain).all(|(a, b)| a >= b));
+    }
+
+    #[test]
+    fn question_overlap_floors_the_whole_key_sentence_when_tokens_rank_alone() {
+        let scoring = AttentionScoring {
+            window: 6,
+            heads: HeadReduce::Max,
+            pool: 1,
+            carry: 1.0,
+            sentences: false,
+            relative: 0,
+            relative_depth: 1.0,
+            question_overlap: true,
+            union: false,
+        };
+        // The key sentence "kq 12." (bytes 8..14): its value "12" is not in the question.
+        let text = "aa. aa. kq 12. aa. aa. kq?";
+        let ids: Vec<u32> = text.bytes().map(u32::from).collect();
+        let ends = SentenceEnds::from_codec(&crate::model::text::TextCodec::Bytes, 256);
+        let positions: Vec<u32> = (0..ids.len() as u32).collect();
+        // Attention rises towards the question, so each token ranks by itself.
+        let raw: Vec<f32> = (0..ids.len()).map(|i| i as f32).collect();
+        let mut s = AttentionScorer::new(scoring, 0.1, 32);
+        s.begin_prefill(&ids, Some(&ends));
+        let out = score(&mut s, &[&raw], Some(&positions));
+        // The value's digits take the sentence's floor (the best share: 1), though the
+        // question never names them ...
+        assert!(out[8..14].iter().all(|&v| v == 1.0), "{out:?}");
+        // ... while the filler around it keeps its own per-token ranks.
+        assert!(out[0] < out[1] && out[1] < out[2], "{out:?}");
+        assert!(out[14] < 1.0 && out[15] < out[16], "{out:?}");
     }
 }
