@@ -4,7 +4,8 @@
 //! type, for SmolLM2's shapes (width 576 and 1536) and a 7–8B model's 4096 × 4096, at 1 input
 //! row (decode), 32 and 512 (prefill).
 //!
-//! Run: `cargo bench --bench quantized` (add `-- q4_1` to filter by name).
+//! Run: `cargo bench --bench quantized` (add `-- q4_1` to filter by name; `-- "q4_0 4096"`
+//! compares the row layout (`expanded_sdtp`, `blocks_sdtp`) with the grouped one).
 
 use std::fmt;
 
@@ -95,4 +96,23 @@ fn expanded_sdtp(bencher: Bencher, case: Case) {
 fn blocks_sdtp(bencher: Bencher, case: Case) {
     let (q, x) = inputs(case);
     bencher.bench_local(|| sdtp::model::cpu_qmatmul::matmul(&x, &q).expect("matmul"));
+}
+
+/// The same matrix regrouped eight rows at a time (`model::cpu_q4x8`), q4_0 only: the decode
+/// kernel on the groups below `EXPAND_FROM_ROWS` input rows, the slab GEMM on groups from it.
+#[divan::bench(args = cases(), sample_count = 10)]
+fn grouped_sdtp(bencher: Bencher, case: Case) {
+    use sdtp::model::cpu_q4x8::{applies, Q4x8};
+    let (q, x) = inputs(case);
+    if !applies(case.dtype, case.n, case.k) {
+        return;
+    }
+    let grouped = Q4x8::from_rows(&q.data().expect("bytes"), case.n, case.k).expect("regroup");
+    bencher.bench_local(|| {
+        if case.m >= sdtp::model::proj::EXPAND_FROM_ROWS {
+            sdtp::model::cpu_dequant::matmul_grouped(&x, &grouped).expect("matmul")
+        } else {
+            grouped.products(&x).expect("matmul")
+        }
+    });
 }

@@ -44,14 +44,66 @@ fn multiply(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
         return Ok(None);
     };
     let dtype = q.dtype();
-    let block_bytes = dtype.type_size();
+    let bytes = q.data()?;
+    let row_bytes = k / QK * dtype.type_size();
+    slab_gemm(x, n, k, &bytes, row_bytes, |blocks, out| {
+        // SAFETY: `out` has room for the slab's rows (32 values per block); `operands`
+        // checked `available()`.
+        unsafe { expand(dtype, blocks, out) }
+    })
+    .map(Some)
+}
+
+/// `x · qᵀ` for f32 `x` of shape (…, k) on the CPU and a q4_0 matrix held in groups of eight
+/// rows (`cpu_q4x8`): the same slab GEMM, each slab expanded group by group.
+pub fn matmul_grouped(x: &Tensor, q: &super::cpu_q4x8::Q4x8) -> Result<Tensor> {
+    let (n, k) = (q.rows(), q.cols());
+    if x.dim(candle_core::D::Minus1)? != k {
+        candle_core::bail!("q4_0 product: input width is not {k}");
+    }
+    let dtype = x.dtype();
+    let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
+    let row_bytes = k / QK * GgmlDType::Q4_0.type_size();
+    let group_bytes = super::cpu_q4x8::GROUP * row_bytes;
+    let y = slab_gemm(&x, n, k, q.bytes(), row_bytes, |blocks, out| {
+        for (g, group) in blocks.chunks_exact(group_bytes).enumerate() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `out` has room for the slab's rows, a whole number of groups (the slab
+            // height is a multiple of 8 and so is n); a Q4x8 exists only where
+            // `cpu_qmatmul::available()` holds.
+            unsafe {
+                super::cpu_q4x8::x86::expand_group(
+                    group,
+                    k,
+                    out.add(g * super::cpu_q4x8::GROUP * k),
+                )
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                let _ = (g, group, out);
+                unreachable!("Q4x8 is built only where the VNNI kernels are available")
+            }
+        }
+    })?;
+    y.to_dtype(dtype)
+}
+
+/// The slab GEMM both layouts share: slabs of weight rows split over the thread pool, each
+/// expanded by `expand(bytes of its rows, out)` into the task's buffer and multiplied
+/// into its columns of the output. Slabs are a multiple of 8 rows high.
+fn slab_gemm(
+    x: &Tensor,
+    n: usize,
+    k: usize,
+    bytes: &[u8],
+    row_bytes: usize,
+    expand: impl Fn(&[u8], *mut f32) + Sync,
+) -> Result<Tensor> {
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
     let m = xs.len() / k;
-    let bytes = q.data()?;
-    let row_bytes = k / QK * block_bytes;
     // At least one slab per thread, so that a small matrix (SmolLM2's 576 rows) keeps both cores.
     let per_thread = n.div_ceil(rayon::current_num_threads().max(1));
-    let slab_rows = (SLAB_BYTES / (4 * k)).min(per_thread).max(SLAB_MIN_ROWS);
+    let slab_rows = (SLAB_BYTES / (4 * k)).min(per_thread).max(SLAB_MIN_ROWS) / 8 * 8;
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     let dst = SharedOut(out.spare_capacity_mut().as_mut_ptr() as *mut f32);
     (0..n.div_ceil(slab_rows)).into_par_iter().for_each(|slab| {
@@ -60,11 +112,9 @@ fn multiply(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
         SLAB.with_borrow_mut(|w| {
             w.clear();
             w.reserve(rows.len() * k);
-            // SAFETY: `w` has room for the slab's values; `expand` writes every one of them.
-            unsafe {
-                expand(dtype, blocks, w.as_mut_ptr());
-                w.set_len(rows.len() * k);
-            }
+            expand(blocks, w.as_mut_ptr());
+            // SAFETY: `expand` wrote every one of the slab's values.
+            unsafe { w.set_len(rows.len() * k) };
             // out[:, rows] = x · w_slabᵀ. SAFETY: x is m × k row-major, the slab r × k
             // row-major (read as its transpose, k × r), and the task writes only columns
             // `rows` of the m × n row-major output, which no other task writes.
@@ -99,7 +149,7 @@ fn multiply(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
     let mut dims = x.dims().to_vec();
     dims.pop();
     dims.push(n);
-    Tensor::from_vec(out, dims, &Device::Cpu).map(Some)
+    Tensor::from_vec(out, dims, &Device::Cpu)
 }
 
 std::thread_local! {
@@ -260,6 +310,20 @@ mod tests {
                 );
             }
         }
+        // The grouped layout gives the row layout's products to the bit (same values, same
+        // slabs), also with a short last slab.
+        let (m, n, k) = (40, 136, 8192);
+        let w = Tensor::from_vec(values(n * k), (n, k), &Device::Cpu).unwrap();
+        let x = Tensor::from_vec(values(m * k), (1, m, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q4_0).unwrap();
+        let grouped = super::super::cpu_q4x8::Q4x8::from_rows(&q.data().unwrap(), n, k).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let rows = flat(&multiply(&x, &q).unwrap().expect("applies"));
+        let groups = flat(&matmul_grouped(&x, &grouped).unwrap());
+        assert!(rows
+            .iter()
+            .zip(&groups)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
         let w = Tensor::from_vec(values(8 * 256), (8, 256), &Device::Cpu).unwrap();
         let q4k = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
         let x = Tensor::from_vec(values(256), (1, 256), &Device::Cpu).unwrap();

@@ -20,7 +20,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
 /// Values per q4_0 / q8_0 block.
-const QK: usize = 32;
+pub(super) const QK: usize = 32;
 /// Weight rows per parallel task: 64 rows of an 8B model's 4096-wide matrix are 147 KB of
 /// q4_0, which a short prefill's rows reuse from L2.
 const ROWS_PER_TASK: usize = 64;
@@ -60,7 +60,7 @@ fn detect() -> bool {
 /// thread pool here, and a small matrix's product is short enough for that to decide
 /// (SmolLM2, 576 wide: decode 38–42 tok/s here against 43–48 with candle; an 8B model's
 /// smallest matrix, k/v at 1024 × 4096, has 4M).
-const MIN_WEIGHTS: usize = 1 << 22;
+pub(super) const MIN_WEIGHTS: usize = 1 << 22;
 
 /// Whether [`matmul`] multiplies `q` on this CPU.
 pub fn applies_to(q: &QTensor) -> bool {
@@ -81,7 +81,7 @@ pub fn matmul(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
 }
 
 /// [`matmul`] without the size gate (the kernel itself, for any q4_0/q8_0 matrix).
-fn multiply(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
+pub(super) fn multiply(x: &Tensor, q: &QTensor) -> Result<Option<Tensor>> {
     let Some((n, k)) = operands(x, q)? else {
         return Ok(None);
     };
@@ -134,20 +134,21 @@ impl Kind {
     }
 }
 
-/// The rows of `x` quantised to q8_0, laid out for the kernel.
-struct Activations {
+/// The rows of `x` quantised to q8_0, laid out for the kernels (this module's and
+/// `cpu_q4x8`'s).
+pub(super) struct Activations {
     /// Quantised values, row-major (m × k).
-    qs: Vec<i8>,
+    pub(super) qs: Vec<i8>,
     /// Each block's scale, already rounded through f16 as candle stores it (m × k/32).
-    d: Vec<f32>,
+    pub(super) d: Vec<f32>,
     /// 8 × the sum of each group of four values (m × k/32 × 8): the q4_0 kernel multiplies
     /// the unsigned nibbles and subtracts this for their offset of 8.
-    offsets: Vec<i32>,
+    pub(super) offsets: Vec<i32>,
 }
 
 impl Activations {
     /// candle's `BlockQ8_0::from_float`, value for value.
-    fn quantize(xs: &[f32], k: usize) -> Self {
+    pub(super) fn quantize(xs: &[f32], k: usize) -> Self {
         let blocks = xs.len() / QK;
         let mut qs = vec![0i8; xs.len()];
         let mut d = Vec::with_capacity(blocks);

@@ -662,11 +662,9 @@ impl Llama {
 
     /// Whether any matrix is held in block form (such a model has no backward pass).
     pub fn has_quantized_weights(&self) -> bool {
-        matches!(self.lm_head, Proj::Quantized { .. })
+        self.lm_head.is_quantized()
             || matches!(self.embed_tokens, Embed::Quantized(_))
-            || self
-                .layer_projs()
-                .any(|p| matches!(p, Proj::Quantized { .. }))
+            || self.layer_projs().any(Proj::is_quantized)
     }
 
     /// Every layer's matrices: attention's four, then the MLP's.

@@ -10,7 +10,8 @@
 //!   [`cache`]: the per-layer K/V of exactly the tokens each layer saw;
 //! - the ops: [`attention`] (with the tail scores the attention scorer reads), [`rope`] at
 //!   explicit positions, [`cpu_attention`] (the CPU's tiled causal attention), [`cpu_qmatmul`]
-//!   (q4_0/q8_0 products on AVX-512 VNNI), [`fused`]
+//!   (q4_0/q8_0 products on AVX-512 VNNI), [`cpu_q4x8`] (large q4_0 matrices regrouped eight rows
+//!   at a time for the decode step), [`cpu_dequant`] (their expansion for prefill GEMMs), [`fused`]
 //!   CPU/CUDA kernels, `flash`/`cudnn` attention on CUDA,
 //!   `decode_attention` (the decode step with its lengths on the device), and
 //!   [`kernels`], the leaf switch between fused and differentiable kernels they all read;
@@ -21,6 +22,7 @@ pub mod cache;
 pub mod config;
 pub mod cpu_attention;
 pub mod cpu_dequant;
+pub mod cpu_q4x8;
 pub mod cpu_qmatmul;
 #[cfg(feature = "cuda")]
 mod cuda_kernels;

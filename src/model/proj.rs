@@ -21,6 +21,12 @@ pub enum Proj {
         /// Whether candle's CPU backend has a tiled kernel for it (`quant::Placed::tiled`).
         tiled: bool,
     },
+    /// A large q4_0 matrix on the CPU, regrouped eight rows at a time (`cpu_q4x8`): decode
+    /// runs on the groups, long prefills expand them (`cpu_dequant::matmul_grouped`).
+    Grouped {
+        weights: std::sync::Arc<super::cpu_q4x8::Q4x8>,
+        bias: Option<Tensor>,
+    },
 }
 
 /// Input rows from which a matmul without a tiled kernel runs faster on the expanded matrix
@@ -43,6 +49,14 @@ impl Proj {
         bias: Option<Tensor>,
         device: &Device,
     ) -> Result<Self> {
+        if device.is_cpu() && super::cpu_q4x8::applies(blocks.dtype, blocks.rows, blocks.cols) {
+            let grouped =
+                super::cpu_q4x8::Q4x8::from_rows(&blocks.bytes, blocks.rows, blocks.cols)?;
+            return Ok(Self::Grouped {
+                weights: std::sync::Arc::new(grouped),
+                bias,
+            });
+        }
         let placed = super::quant::place(blocks, device)?;
         let bytes = placed.q.storage_size_in_bytes();
         Ok(Self::Quantized {
@@ -60,6 +74,9 @@ impl Proj {
         match self {
             Self::Dense(l) => tensor_bytes(l.weight()) + l.bias().map_or(0, tensor_bytes),
             Self::Quantized { bytes, bias, .. } => bytes + bias.as_ref().map_or(0, tensor_bytes),
+            Self::Grouped { weights, bias } => {
+                weights.size_in_bytes() + bias.as_ref().map_or(0, tensor_bytes)
+            }
         }
     }
 
@@ -75,7 +92,13 @@ impl Proj {
                 format!("{} as {}", type_name(*stored), type_name(q.dtype()))
             }
             Self::Quantized { stored, .. } => type_name(*stored),
+            Self::Grouped { .. } => type_name(GgmlDType::Q4_0),
         }
+    }
+
+    /// Whether the weight is held in block form (quantized, however laid out).
+    pub fn is_quantized(&self) -> bool {
+        !matches!(self, Self::Dense(_))
     }
 }
 
@@ -161,6 +184,18 @@ impl Module for Proj {
                         }
                     }
                     _ => quantized_forward(matmul, &x.contiguous()?)?,
+                };
+                match bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                }
+            }
+            Self::Grouped { weights, bias } => {
+                let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
+                let y = if rows >= EXPAND_FROM_ROWS {
+                    super::cpu_dequant::matmul_grouped(x, weights)?
+                } else {
+                    weights.products(&x.contiguous()?)?
                 };
                 match bias {
                     Some(b) => y.broadcast_add(b),
