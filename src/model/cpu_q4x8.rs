@@ -176,18 +176,8 @@ pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     use super::{GROUP, GROUP_BLOCK, PREFETCH_BYTES};
+    use crate::model::cpu_qmatmul::x86::hsum;
     use crate::model::cpu_qmatmul::QK;
-
-    /// candle's `hsum_float_8`, operation for operation (as `cpu_qmatmul`'s).
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn hsum(x: __m256) -> f32 {
-        let res = _mm256_extractf128_ps(x, 1);
-        let res = _mm_add_ps(res, _mm256_castps256_ps128(x));
-        let res = _mm_add_ps(res, _mm_movehl_ps(res, res));
-        let res = _mm_add_ss(res, _mm_movehdup_ps(res));
-        _mm_cvtss_f32(res)
-    }
 
     /// Eight rows' products. Each 512-bit register holds two rows: lanes 0–7 the first's
     /// eight partial sums, 8–15 the second's, exactly the lanes `cpu_qmatmul::x86::dot_q4_0`

@@ -263,7 +263,7 @@ pub(super) mod x86 {
     /// candle's `hsum_float_8`, operation for operation.
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn hsum(x: __m256) -> f32 {
+    pub(in crate::model) fn hsum(x: __m256) -> f32 {
         let res = _mm256_extractf128_ps(x, 1);
         let res = _mm_add_ps(res, _mm256_castps256_ps128(x));
         let res = _mm_add_ps(res, _mm_movehl_ps(res, res));
