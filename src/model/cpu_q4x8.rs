@@ -258,24 +258,17 @@ pub(super) mod x86 {
     /// AVX-512 F/BW, AVX2 and F16C; `group` holds cols/32 group-blocks, `out` room for 8·cols.
     #[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]
     pub unsafe fn expand_group(group: &[u8], cols: usize, out: *mut f32) {
-        let low = _mm_set1_epi8(0x0F);
-        let eight = _mm512_set1_epi32(8);
         for (b, blk) in group.chunks_exact(GROUP_BLOCK).enumerate() {
             let p = blk.as_ptr();
             for r in 0..GROUP {
-                let d =
-                    _mm512_set1_ps(unsafe { crate::model::cpu_qmatmul::x86::scale(p.add(2 * r)) });
-                let v = unsafe { _mm_loadu_si128(p.add(16 + 16 * r) as *const __m128i) };
-                let lo = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(v, low)), eight);
-                let hi = _mm512_sub_epi32(
-                    _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(v, 4), low)),
-                    eight,
-                );
+                // SAFETY: row r's scale and nibbles lie in this group-block; `out` has room.
                 unsafe {
-                    let o = out.add(r * cols + b * QK);
-                    _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_cvtepi32_ps(lo), d));
-                    _mm512_storeu_ps(o.add(16), _mm512_mul_ps(_mm512_cvtepi32_ps(hi), d));
-                }
+                    crate::model::cpu_dequant::x86::q4_0_values(
+                        p.add(2 * r),
+                        p.add(16 + 16 * r),
+                        out.add(r * cols + b * QK),
+                    )
+                };
             }
         }
     }
