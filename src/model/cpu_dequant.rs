@@ -190,7 +190,7 @@ unsafe fn expand(dtype: GgmlDType, blocks: &[u8], out: *mut f32) {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) mod x86 {
+mod x86 {
     use std::arch::x86_64::*;
 
     use super::QK;
@@ -210,35 +210,7 @@ pub(super) mod x86 {
         for (b, block) in blocks.chunks_exact(BLOCK).enumerate() {
             let p = block.as_ptr();
             // SAFETY: the block holds its scale and 16 nibble bytes; `out` has room.
-            unsafe { q4_0_values(p, p.add(2), out.add(b * QK)) };
-        }
-    }
-
-    /// One q4_0 block's 32 values at `out`: values 0..15 are the low nibbles of the 16 bytes
-    /// at `nibbles`, 16..31 the high ones, each minus 8, times the f16 scale at `scale_at`
-    /// (`cpu_q4x8` keeps the two apart).
-    ///
-    /// # Safety
-    /// AVX-512 F/BW, AVX2 and F16C; 2 bytes at `scale_at`, 16 at `nibbles`, room for 32 at `out`.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]
-    pub(in crate::model) unsafe fn q4_0_values(
-        scale_at: *const u8,
-        nibbles: *const u8,
-        out: *mut f32,
-    ) {
-        let low = _mm_set1_epi8(0x0F);
-        let eight = _mm512_set1_epi32(8);
-        let d = unsafe { scale(scale_at) };
-        let v = unsafe { _mm_loadu_si128(nibbles as *const __m128i) };
-        let lo = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(v, low)), eight);
-        let hi = _mm512_sub_epi32(
-            _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(v, 4), low)),
-            eight,
-        );
-        unsafe {
-            _mm512_storeu_ps(out, _mm512_mul_ps(_mm512_cvtepi32_ps(lo), d));
-            _mm512_storeu_ps(out.add(16), _mm512_mul_ps(_mm512_cvtepi32_ps(hi), d));
+            unsafe { crate::model::cpu_qmatmul::x86::q4_0_values(p, p.add(2), out.add(b * QK)) };
         }
     }
 

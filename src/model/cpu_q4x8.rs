@@ -263,7 +263,7 @@ pub(super) mod x86 {
             for r in 0..GROUP {
                 // SAFETY: row r's scale and nibbles lie in this group-block; `out` has room.
                 unsafe {
-                    crate::model::cpu_dequant::x86::q4_0_values(
+                    crate::model::cpu_qmatmul::x86::q4_0_values(
                         p.add(2 * r),
                         p.add(16 + 16 * r),
                         out.add(r * cols + b * QK),
@@ -279,19 +279,7 @@ mod tests {
     use super::*;
     use candle_core::quantized::QTensor;
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len as u32)
-            .map(|i| {
-                let h = (i ^ seed).wrapping_mul(2_654_435_761) >> 8;
-                let v = h as f32 / (1 << 24) as f32 - 0.5;
-                if h.is_multiple_of(97) {
-                    v * 40.0
-                } else {
-                    v
-                }
-            })
-            .collect()
-    }
+    use crate::model::cpu_qmatmul::tests::values;
 
     #[test]
     fn products_equal_the_row_layouts_to_the_bit() {

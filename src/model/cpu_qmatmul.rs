@@ -271,6 +271,34 @@ pub(super) mod x86 {
         _mm_cvtss_f32(res)
     }
 
+    /// One q4_0 block's 32 values at `out`: values 0..15 are the low nibbles of the 16 bytes
+    /// at `nibbles`, 16..31 the high ones, each minus 8, times the f16 scale at `scale_at`
+    /// (`cpu_q4x8` keeps the two apart); `cpu_dequant` and `cpu_q4x8` expand with it.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW, AVX2 and F16C; 2 bytes at `scale_at`, 16 at `nibbles`, room for 32 at `out`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]
+    pub(in crate::model) unsafe fn q4_0_values(
+        scale_at: *const u8,
+        nibbles: *const u8,
+        out: *mut f32,
+    ) {
+        let low = _mm_set1_epi8(0x0F);
+        let eight = _mm512_set1_epi32(8);
+        let d = _mm512_set1_ps(unsafe { scale(scale_at) });
+        let v = unsafe { _mm_loadu_si128(nibbles as *const __m128i) };
+        let lo = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(v, low)), eight);
+        let hi = _mm512_sub_epi32(
+            _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(v, 4), low)),
+            eight,
+        );
+        unsafe {
+            _mm512_storeu_ps(out, _mm512_mul_ps(_mm512_cvtepi32_ps(lo), d));
+            _mm512_storeu_ps(out.add(16), _mm512_mul_ps(_mm512_cvtepi32_ps(hi), d));
+        }
+    }
+
     /// # Safety
     /// The CPU has AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; each row holds `blocks` q4_0
     /// blocks, `qs` 32·blocks values, `d` blocks scales and `offsets` 8·blocks sums.
@@ -342,13 +370,13 @@ pub(super) mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use candle_core::quantized::QMatMul;
     use candle_core::Module;
 
-    /// Random-ish f32 values with outliers, as activations have.
-    fn values(len: usize, seed: u32) -> Vec<f32> {
+    /// Random-ish f32 values with outliers, as activations have (`cpu_q4x8`'s tests too).
+    pub(in crate::model) fn values(len: usize, seed: u32) -> Vec<f32> {
         (0..len)
             .map(|i| {
                 let h = (i as u32)
